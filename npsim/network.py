@@ -1,0 +1,267 @@
+"""Dense layers, optional decorrelation, and the Network that runs passes.
+
+A network is static structure (layer sizes, node models, loss); its parameters
+are a separate flat dict of named arrays::
+
+    "layer0/W"  (n_1, n_0)   weights, a_1 = x_0 W^T + b
+    "layer0/b"  (n_1,)       bias
+    "layer0/R"  (n_0, n_0)   decorrelation matrix (only if that layer decorrelates)
+
+Flat names make the optimizer state and the checkpoint plain named arrays.
+
+Rules see the network only through :meth:`Network.forward` (a clean or
+perturbed pass that returns a :class:`Trace` of what it computed) and
+:meth:`Network.backward` (the exact gradient, for BP and alignment).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from .backend import Backend
+from .losses import Loss
+from .nodes import NodeModel, _xp
+
+__all__ = ["Dense", "Network", "Trace", "param_key"]
+
+
+def param_key(layer: int, name: str) -> str:
+    """Name of parameter ``name`` ("W", "b" or "R") of layer ``layer``."""
+    return f"layer{layer}/{name}"
+
+
+@dataclass(frozen=True)
+class Dense:
+    """A fully connected layer: a = (R x) W^T + b, x_out = node(a).
+
+    n_in, n_out : input and output widths.
+    node : the node model of the layer's units.
+    decorrelate : whether the layer sees its input through a learned square matrix R.
+    """
+
+    n_in: int
+    n_out: int
+    node: NodeModel
+    decorrelate: bool = False
+
+    def __post_init__(self):
+        for what in ("n_in", "n_out"):
+            v = getattr(self, what)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"Dense: {what} must be a positive integer, got {v!r}")
+        if not isinstance(self.node, NodeModel):
+            raise TypeError(f"Dense: node must be a NodeModel, got {type(self.node).__name__}")
+
+
+@dataclass
+class Trace:
+    """What one pass computed, per layer l = 0..L-1 (rows = samples).
+
+    inputs[l] : (N, n_in)  the layer's input after decorrelation (x_{l-1} in DESIGN §2)
+    drive[l]  : (N, n_out) W x + b, before perturbation and intrinsic noise
+    pre[l]    : (N, n_out) the activity a_l: drive + perturbation + intrinsic noise
+    post[l]   : (N, n_out) the node output x_l
+    loss      : (N,)       per-sample loss
+    start     : first layer this pass computed; entries below it are shared with
+                the pass it was built from (they have that pass's row count).
+    repeats   : rows of computed layers = repeats × rows of the clean batch.
+    """
+
+    inputs: list
+    drive: list
+    pre: list
+    post: list
+    loss: object
+    start: int = 0
+    repeats: int = 1
+
+    @property
+    def output(self):
+        return self.post[-1]
+
+
+class Network:
+    """A feed-forward stack of :class:`Dense` layers with a per-sample loss."""
+
+    def __init__(self, layers: Sequence[Dense], loss: Loss):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("Network: needs at least one layer")
+        for i in range(1, len(layers)):
+            if layers[i].n_in != layers[i - 1].n_out:
+                raise ValueError(
+                    f"Network: layer {i} expects {layers[i].n_in} inputs but layer {i - 1} "
+                    f"has {layers[i - 1].n_out} outputs"
+                )
+        if not isinstance(loss, Loss):
+            raise TypeError(f"Network: loss must be a Loss, got {type(loss).__name__}")
+        self.layers = tuple(layers)
+        self.loss = loss
+
+    # -- structure --------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (self.layers[0].n_in,) + tuple(layer.n_out for layer in self.layers)
+
+    @property
+    def n_units(self) -> int:
+        """Units in all layers, output layer included (N of ANP)."""
+        return sum(layer.n_out for layer in self.layers)
+
+    @property
+    def differentiable(self) -> bool:
+        return all(layer.node.differentiable for layer in self.layers)
+
+    @property
+    def noisy(self) -> bool:
+        """Whether any node model adds intrinsic noise to its activity."""
+        return any(layer.node.noisy for layer in self.layers)
+
+    @property
+    def stochastic(self) -> bool:
+        return any(layer.node.noisy or layer.node.stochastic for layer in self.layers)
+
+    @property
+    def decorrelated(self) -> list[int]:
+        return [i for i, layer in enumerate(self.layers) if layer.decorrelate]
+
+    def require_differentiable(self, why: str = "BP") -> None:
+        """Raise ``ValueError`` naming the first layer whose node model has no derivative."""
+        for i, layer in enumerate(self.layers):
+            if not layer.node.differentiable:
+                raise ValueError(
+                    f"{why} needs the derivative of every node model, but layer {i} uses "
+                    f"'{layer.node.name}', which has none; train it with a perturbation rule "
+                    f"(np, inp, anp or their decorrelated variants)"
+                )
+
+    def describe(self) -> str:
+        parts = [str(self.sizes[0])]
+        for layer in self.layers:
+            d = "D" if layer.decorrelate else ""
+            parts.append(f"{d}{layer.n_out}:{layer.node.describe()}")
+        return " -> ".join(parts) + f" | loss {self.loss.name}"
+
+    # -- parameters -------------------------------------------------------
+    def init(self, rng, backend: Backend, scheme: str = "he") -> dict:
+        """Fresh parameters: weights N(0, gain/n_in) ("he": gain 2, "lecun": 1, "xavier": 2 n_in/(n_in+n_out)), zero biases, R = I."""
+        params = {}
+        for i, layer in enumerate(self.layers):
+            if scheme == "he":
+                std = math.sqrt(2.0 / layer.n_in)
+            elif scheme == "lecun":
+                std = math.sqrt(1.0 / layer.n_in)
+            elif scheme == "xavier":
+                std = math.sqrt(2.0 / (layer.n_in + layer.n_out))
+            else:
+                raise ValueError(f"unknown init scheme {scheme!r}; choose he, lecun or xavier")
+            params[param_key(i, "W")] = rng.normal((layer.n_out, layer.n_in), scale=std)
+            params[param_key(i, "b")] = backend.zeros((layer.n_out,))
+            if layer.decorrelate:
+                params[param_key(i, "R")] = backend.eye(layer.n_in)
+        return params
+
+    def check_params(self, params: dict) -> None:
+        """Raise ``ValueError`` if ``params`` does not fit this network's shapes."""
+        for i, layer in enumerate(self.layers):
+            want = {"W": (layer.n_out, layer.n_in), "b": (layer.n_out,)}
+            if layer.decorrelate:
+                want["R"] = (layer.n_in, layer.n_in)
+            for name, shape in want.items():
+                k = param_key(i, name)
+                if k not in params:
+                    raise ValueError(f"parameters lack {k!r}")
+                if tuple(params[k].shape) != shape:
+                    raise ValueError(f"parameter {k!r} has shape {tuple(params[k].shape)}, expected {shape}")
+
+    # -- passes -----------------------------------------------------------
+    def forward(self, params, x, y, *, rng=None, perturb=None, base: Trace | None = None,
+                start: int = 0, repeats: int = 1) -> Trace:
+        """Run a pass and record what the rules need.
+
+        x : (B, n_0) inputs; y : targets (B,) int labels or (B, n_L) floats.
+        rng : random stream for stochastic or noisy node models.
+        perturb : optional list of length L; entry l is None or an array
+            (repeats·B, n_l) added to layer l's activity.
+        base : a clean trace of the same batch. With ``base``, layers below
+            ``start`` are not recomputed but shared with it, and layer
+            ``start`` reuses its W x + b product (only the perturbation and
+            fresh intrinsic noise are added), so a perturbed pass costs only
+            the layers from ``start`` up.
+        start : first layer to compute (needs ``base`` if > 0).
+        repeats : with ``base``, stack this many perturbed copies of the
+            batch (rows k·B .. (k+1)·B-1 are copy k): K noisy passes in one
+            set of matrix products.
+        """
+        L = self.n_layers
+        if perturb is not None and len(perturb) != L:
+            raise ValueError(f"perturb must have one entry per layer ({L}), got {len(perturb)}")
+        if base is None and (start != 0 or repeats != 1):
+            raise ValueError("start > 0 or repeats > 1 needs a base trace to build on")
+        if not 0 <= start < L:
+            raise ValueError(f"start must be in [0, {L}), got {start}")
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
+
+        inputs, drive, pre, post = [None] * L, [None] * L, [None] * L, [None] * L
+        if base is not None:
+            inputs[:start], drive[:start] = base.inputs[:start], base.drive[:start]
+            pre[:start], post[:start] = base.pre[:start], base.post[:start]
+
+        h = None
+        for i in range(start, L):
+            layer = self.layers[i]
+            if base is not None and i == start:
+                inp, d = base.inputs[i], base.drive[i]
+                if repeats > 1:
+                    d = _tile(d, repeats)
+            else:
+                inp = x if i == 0 else h
+                if layer.decorrelate:
+                    inp = inp @ params[param_key(i, "R")].T
+                d = inp @ params[param_key(i, "W")].T
+                d += params[param_key(i, "b")]
+            a = d
+            if perturb is not None and perturb[i] is not None:
+                a = a + perturb[i]
+            if layer.node.noisy:
+                a = layer.node.activity(a, rng)
+            h = layer.node(a, rng)
+            inputs[i], drive[i], pre[i], post[i] = inp, d, a, h
+        yy = _tile(y, repeats) if repeats > 1 else y
+        loss = self.loss(h, yy)
+        return Trace(inputs, drive, pre, post, loss, start=start, repeats=repeats)
+
+    def backward(self, params, trace: Trace, y) -> dict:
+        """Exact gradient of the batch-mean loss w.r.t. every W and b (BP), from a full pass.
+
+        R is treated as fixed (it is learned by decorrelation, not by gradient).
+        Returns a dict with the keys of the W and b parameters.
+        """
+        self.require_differentiable("BP")
+        if trace.start != 0 or trace.repeats != 1:
+            raise ValueError("backward needs a full single pass (start=0, repeats=1)")
+        n = trace.loss.shape[0]
+        grads = {}
+        dx = self.loss.grad(trace.output, y) / n
+        for i in range(self.n_layers - 1, -1, -1):
+            layer = self.layers[i]
+            da = dx * layer.node.grad(trace.pre[i], trace.post[i])
+            grads[param_key(i, "W")] = da.T @ trace.inputs[i]
+            grads[param_key(i, "b")] = da.sum(axis=0)
+            if i > 0:
+                dx = da @ params[param_key(i, "W")]
+                if layer.decorrelate:
+                    dx = dx @ params[param_key(i, "R")]
+        return grads
+
+
+def _tile(a, k: int):
+    """Stack ``k`` copies of ``a`` along the first axis."""
+    return _xp(a).tile(a, (k,) + (1,) * (a.ndim - 1))

@@ -1,0 +1,109 @@
+"""Optimizers as pairs of pure functions, optax style.
+
+``opt.init(params) -> state`` and ``opt.update(grads, state, params) -> (updates, state)``;
+``apply_updates(params, updates)`` adds the updates. All state is a flat dict
+of named arrays (``"mu/layer0/W"``, ``"count"``), so a checkpoint is just
+those arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["Optimizer", "sgd", "adam", "apply_updates", "make_optimizer"]
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    name: str
+    init: Callable
+    update: Callable
+    hyper: dict
+
+
+def _check_lr(lr, name):
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"{name}: learning rate must be a finite number > 0, got {lr!r}")
+
+
+def sgd(lr: float, momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
+    """Stochastic gradient descent, optionally with (Nesterov) momentum: v ← μ v + g, Δ = −η v."""
+    _check_lr(lr, "sgd")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"sgd: momentum must be in [0, 1), got {momentum}")
+
+    def init(params):
+        st = {"count": np.zeros((), dtype=np.int64)}
+        if momentum:
+            st.update({f"mu/{k}": v * 0 for k, v in params.items()})
+        return st
+
+    def update(grads, state, params=None):
+        state = dict(state)
+        state["count"] = state["count"] + 1
+        out = {}
+        for k, g in grads.items():
+            if momentum:
+                v = state[f"mu/{k}"] * g.dtype.type(momentum) + g
+                state[f"mu/{k}"] = v
+                g = g + v * g.dtype.type(momentum) if nesterov else v
+            out[k] = g * g.dtype.type(-lr)
+        return out, state
+
+    return Optimizer("sgd", init, update, {"lr": lr, "momentum": momentum, "nesterov": nesterov})
+
+
+def adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer:
+    """Adam (Kingma & Ba) with bias correction; moments in the parameters' dtype."""
+    _check_lr(lr, "adam")
+    for nm, b in (("b1", b1), ("b2", b2)):
+        if not 0 <= b < 1:
+            raise ValueError(f"adam: {nm} must be in [0, 1), got {b}")
+
+    def init(params):
+        st = {"count": np.zeros((), dtype=np.int64)}
+        for k, v in params.items():
+            st[f"mu/{k}"] = v * 0
+            st[f"nu/{k}"] = v * 0
+        return st
+
+    def update(grads, state, params=None):
+        state = dict(state)
+        t = int(state["count"]) + 1
+        state["count"] = np.asarray(t, dtype=np.int64)
+        step = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+        out = {}
+        for k, g in grads.items():
+            dt = g.dtype.type
+            m = state[f"mu/{k}"] * dt(b1) + g * dt(1 - b1)
+            v = state[f"nu/{k}"] * dt(b2) + (g * g) * dt(1 - b2)
+            state[f"mu/{k}"], state[f"nu/{k}"] = m, v
+            # eps scaled as in the bias-corrected form: m̂ / (√v̂ + eps)
+            out[k] = m * dt(-step) / (v**0.5 + dt(eps * math.sqrt(1 - b2**t)))
+        return out, state
+
+    return Optimizer("adam", init, update, {"lr": lr, "b1": b1, "b2": b2, "eps": eps})
+
+
+def apply_updates(params: dict, updates: dict) -> dict:
+    """New parameter dict with ``updates`` added (keys without an update are kept)."""
+    new = dict(params)
+    for k, u in updates.items():
+        new[k] = params[k] + u
+    return new
+
+
+OPTIMIZERS = {"sgd": sgd, "adam": adam}
+
+
+def make_optimizer(name: str, **hyper) -> Optimizer:
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    try:
+        return OPTIMIZERS[name](**hyper)
+    except TypeError as exc:
+        raise ValueError(f"optimizer {name!r}: {exc}") from None

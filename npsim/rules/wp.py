@@ -1,0 +1,47 @@
+"""WP: weight perturbation, the classic baseline that perturbs parameters directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..network import param_key
+from .base import Rule, RuleOutput, check_samples, check_sigma
+
+__all__ = ["WP"]
+
+
+@dataclass(frozen=True)
+class WP(Rule):
+    """G = (δL / σ²) ξ with ξ ~ N(0, σ²) on every W and b, δL the batch-mean loss change.
+
+    Averaged over K samples; passes 1 + K (each a full pass, since every layer changes).
+    """
+
+    sigma: float = 1e-3
+    samples: int = 1
+    name = "wp"
+
+    def __post_init__(self):
+        check_sigma(self.sigma, "wp")
+        check_samples(self.samples, "wp")
+
+    def passes(self, n_layers):
+        return 1 + self.samples
+
+    def __call__(self, net, params, x, y, rng):
+        clean = net.forward(params, x, y, rng=rng)
+        keys = [param_key(i, n) for i in range(net.n_layers) for n in ("W", "b")]
+        grads = {k: None for k in keys}
+        dls = []
+        for _ in range(self.samples):
+            xi = {k: rng.normal(params[k].shape, scale=self.sigma) for k in keys}
+            perturbed = dict(params)
+            for k in keys:
+                perturbed[k] = params[k] + xi[k]
+            noisy = net.forward(perturbed, x, y, rng=rng)
+            dl = (noisy.loss - clean.loss).mean()
+            dls.append(float(dl))
+            for k in keys:
+                g = xi[k] * (dl / (self.sigma**2 * self.samples))
+                grads[k] = g if grads[k] is None else grads[k] + g
+        return RuleOutput(grads, clean, sum(dls) / len(dls))

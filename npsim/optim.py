@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Optimizer", "sgd", "adam", "apply_updates", "make_optimizer"]
+__all__ = ["Optimizer", "sgd", "adam", "apply_updates", "make_optimizer", "constant", "cosine_decay", "SCHEDULES"]
 
 
 @dataclass(frozen=True)
@@ -25,14 +25,48 @@ class Optimizer:
     hyper: dict
 
 
+def constant(lr: float) -> Callable[[int], float]:
+    """Schedule: the same learning rate at every update."""
+    _check_lr(lr, "constant")
+    return lambda t: lr
+
+
+def cosine_decay(lr: float, total_steps: int, final_fraction: float = 0.0) -> Callable[[int], float]:
+    """Schedule: lr · (f + (1 − f) · ½(1 + cos(π t / T))) for update t = 1..T, then lr · f."""
+    _check_lr(lr, "cosine_decay")
+    if total_steps < 1:
+        raise ValueError(f"cosine_decay: total_steps must be >= 1, got {total_steps}")
+    if not 0 <= final_fraction <= 1:
+        raise ValueError(f"cosine_decay: final_fraction must be in [0, 1], got {final_fraction}")
+
+    def schedule(t: int) -> float:
+        frac = min(t, total_steps) / total_steps
+        return lr * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    return schedule
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def _as_schedule(lr, name) -> Callable[[int], float]:
+    if callable(lr):
+        return lr
+    _check_lr(lr, name)
+    return constant(lr)
+
+
 def _check_lr(lr, name):
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"{name}: learning rate must be a finite number > 0, got {lr!r}")
 
 
-def sgd(lr: float, momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
-    """Stochastic gradient descent, optionally with (Nesterov) momentum: v ← μ v + g, Δ = −η v."""
-    _check_lr(lr, "sgd")
+def sgd(lr, momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
+    """Stochastic gradient descent, optionally with (Nesterov) momentum: v ← μ v + g, Δ = −η v.
+
+    lr : a number, or a schedule ``t -> lr`` of the update count t = 1, 2, ...
+    """
+    schedule = _as_schedule(lr, "sgd")
     if not 0 <= momentum < 1:
         raise ValueError(f"sgd: momentum must be in [0, 1), got {momentum}")
 
@@ -45,21 +79,25 @@ def sgd(lr: float, momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
     def update(grads, state, params=None):
         state = dict(state)
         state["count"] = state["count"] + 1
+        eta = schedule(int(state["count"]))
         out = {}
         for k, g in grads.items():
             if momentum:
                 v = state[f"mu/{k}"] * g.dtype.type(momentum) + g
                 state[f"mu/{k}"] = v
                 g = g + v * g.dtype.type(momentum) if nesterov else v
-            out[k] = g * g.dtype.type(-lr)
+            out[k] = g * g.dtype.type(-eta)
         return out, state
 
     return Optimizer("sgd", init, update, {"lr": lr, "momentum": momentum, "nesterov": nesterov})
 
 
-def adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer:
-    """Adam (Kingma & Ba) with bias correction; moments in the parameters' dtype."""
-    _check_lr(lr, "adam")
+def adam(lr, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer:
+    """Adam (Kingma & Ba) with bias correction; moments in the parameters' dtype.
+
+    lr : a number, or a schedule ``t -> lr`` of the update count t = 1, 2, ...
+    """
+    schedule = _as_schedule(lr, "adam")
     for nm, b in (("b1", b1), ("b2", b2)):
         if not 0 <= b < 1:
             raise ValueError(f"adam: {nm} must be in [0, 1), got {b}")
@@ -75,7 +113,7 @@ def adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Op
         state = dict(state)
         t = int(state["count"]) + 1
         state["count"] = np.asarray(t, dtype=np.int64)
-        step = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+        step = schedule(t) * math.sqrt(1 - b2**t) / (1 - b1**t)
         out = {}
         for k, g in grads.items():
             dt = g.dtype.type

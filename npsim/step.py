@@ -26,8 +26,8 @@ def trainable(params: dict) -> dict:
 
 
 def train_step(net: Network, rule: Rule, opt: Optimizer, params: dict, opt_state: dict, x, y, rng,
-               frozen: tuple[str, ...] = ()) -> tuple[dict, dict, RuleOutput]:
-    """One update on batch (x, y). Returns (params, opt_state, rule output).
+               frozen: tuple[str, ...] = (), return_updates: bool = False):
+    """One update on batch (x, y). Returns (params, opt_state, rule output[, optimizer updates]).
 
     frozen : parameter keys left unchanged (e.g. hidden layers in a control run).
     """
@@ -36,7 +36,8 @@ def train_step(net: Network, rule: Rule, opt: Optimizer, params: dict, opt_state
     params.update(out.assign)
     grads = {k: g for k, g in out.grads.items() if k not in frozen}
     updates, opt_state = opt.update(grads, opt_state, params)
-    return apply_updates(params, updates), opt_state, out
+    new = apply_updates(params, updates)
+    return (new, opt_state, out, updates) if return_updates else (new, opt_state, out)
 
 
 def evaluate(net: Network, params: dict, x, y, rng=None, batch_size: int = 10000) -> tuple[float, float]:

@@ -32,16 +32,21 @@ GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 TUNED = {"bp": 3e-3, "np": 3e-4, "inp": 1e-3, "anp": 1e-3, "dnp": 3e-4, "dinp": 1e-3, "danp": 1e-3}
 
 
-def run(rule: str, lr: float, seed: int, steps: int, batch: int = 64, sigma: float = 1e-3) -> float:
+SIGMA = 1e-3
+CORRELATION = 0.8
+INIT = "lecun"
+
+
+def run(rule: str, lr: float, seed: int, steps: int, batch: int = 64) -> float:
     """Final loss on the whole training set after ``steps`` updates."""
     be = get_backend("numpy", "float64")
-    x, y = teacher_student(2048, SIZES, seed=1000 + seed, input_correlation=0.8)
+    x, y = teacher_student(2048, SIZES, seed=1000 + seed, input_correlation=CORRELATION)
     dec = rule.startswith("d")
     layers = [Dense(SIZES[i], SIZES[i + 1], make_node("tanh" if i < len(SIZES) - 2 else "linear"), decorrelate=dec)
               for i in range(len(SIZES) - 1)]
     net = Network(layers, make_loss("mse"))
-    params = net.init(be.stream(seed), be, scheme="lecun")
-    kw = {} if rule == "bp" else {"sigma": sigma}
+    params = net.init(be.stream(seed), be, scheme=INIT)
+    kw = {} if rule == "bp" else {"sigma": SIGMA}
     r = make_rule(rule, decorrelation_lr=1e-3, **kw)
     params, _ = fit(net, r, adam(lr), params, x, y, backend=be, seed=seed, steps=steps, batch_size=batch)
     loss = evaluate(net, params, be.asarray(x), be.asarray(y))[0]
@@ -63,13 +68,22 @@ def table(steps: int = 3000, seeds=(0, 1, 2), tuned: dict | None = None) -> dict
 
 
 def main():
+    global SIZES, SIGMA, CORRELATION, INIT
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--no-tune", action="store_true", help="use the learning rates in TUNED")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--sizes", default="-".join(map(str, SIZES)), help="student and teacher widths, e.g. 30-60-60-10")
+    ap.add_argument("--sigma", type=float, default=SIGMA, help="perturbation scale")
+    ap.add_argument("--correlation", type=float, default=CORRELATION, help="pairwise input correlation")
+    ap.add_argument("--init", default=INIT, choices=["he", "lecun", "xavier"], help="student weight init")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
-    res = table(args.steps, tuned=TUNED if args.no_tune else None)
-    print(f"teacher-student {'-'.join(map(str, SIZES))} tanh, {args.steps} Adam updates, batch 64, 3 seeds")
+    SIZES = tuple(int(v) for v in args.sizes.split("-"))
+    SIGMA, CORRELATION, INIT = args.sigma, args.correlation, args.init
+    res = table(args.steps, seeds=tuple(range(args.seeds)), tuned=TUNED if args.no_tune else None)
+    print(f"teacher-student {args.sizes} tanh, inputs correlated {CORRELATION}, sigma {SIGMA}, "
+          f"init {INIT}, {args.steps} Adam updates, batch 64, {args.seeds} seeds")
     print(f"{'rule':6s} {'lr':>8s} {'final loss (mean ± sd)':>26s}")
     for rule, r in res.items():
         l = np.array(r["loss"])

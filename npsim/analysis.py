@@ -1,0 +1,617 @@
+"""Read, summarise, compare and plot run trajectories.
+
+Every function takes trajectory files (``str`` / ``Path``) or already loaded
+:class:`~npsim.trajectory.Trajectory` objects, works on files that a live run
+is still writing (and on runs without any completed epoch yet), and lets
+:class:`~npsim.trajectory.TrajectoryError` through for unusable files.
+
+::
+
+    from npsim.analysis import table, curves, plot_runs
+    rows = table(["runs/a.h5", "runs/b.h5"])        # one summary dict per run
+    c = curves("runs/a.h5")                         # arrays for custom plots
+    plot_runs(["runs/a.h5", "runs/b.h5"], "ab.png")
+
+The CLI uses :func:`info_text` (``npsim info``), :func:`compare_text`
+(``npsim compare``) and :func:`plot_runs` (``npsim plot``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from pathlib import Path
+import numpy as np
+
+from .trajectory import Trajectory, read_trajectory
+
+__all__ = ["load", "summary", "table", "curves", "info_text", "compare_text", "plot_runs", "ALIGNMENT_TAIL"]
+
+#: Fraction of the measured (non-NaN) alignment rows, the last ones, that
+#: :func:`summary` averages into the per-layer alignment.
+ALIGNMENT_TAIL = 0.10
+
+#: Running-mean window of smoothed step-level series, as a fraction of the rows.
+SMOOTH_FRACTION = 1 / 50
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+NO_ALIGNMENT = "no BP alignment: the network has non-differentiable units or diagnostics were off"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load(paths) -> list[Trajectory]:
+    """Read one trajectory file or several (without weight snapshots).
+
+    paths : a path, a :class:`Trajectory`, or an iterable of them.
+    Returns one :class:`Trajectory` per entry, in the given order.
+    """
+    if isinstance(paths, (str, os.PathLike, Trajectory)):
+        paths = [paths]
+    return [p if isinstance(p, Trajectory) else read_trajectory(p, snapshots=False) for p in paths]
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def _one(x) -> Trajectory:
+    return x if isinstance(x, Trajectory) else read_trajectory(x, snapshots=False)
+
+
+def _col(group: dict, name: str, ndim: int = 1) -> np.ndarray:
+    """``group[name]`` as an array, or an empty float array (0 rows) if the series is absent."""
+    a = group.get(name)
+    if a is None:
+        return np.empty((0,) * ndim, dtype=np.float64)
+    return np.asarray(a)
+
+
+def _last(a: np.ndarray) -> float:
+    return float(a[-1]) if len(a) else math.nan
+
+
+def _n_rows(group: dict) -> int:
+    return next((len(v) for v in group.values()), 0)
+
+
+def _n_layers(traj: Trajectory) -> int:
+    for name in ("alignment", "update_norm"):
+        a = traj.steps.get(name)
+        if a is not None and a.ndim == 2:
+            return int(a.shape[1])
+    sizes = traj.attrs.get("sizes")
+    return max(0, len(np.atleast_1d(sizes)) - 1) if sizes is not None else 0
+
+
+def _config(traj: Trajectory) -> dict:
+    """The run's stored TOML config as a dict ({} if absent or unparsable)."""
+    text = traj.attrs.get("config")
+    if not isinstance(text, str):
+        return {}
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return {}
+
+
+def _nan_mean(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Mean over ``axis`` ignoring NaN; NaN where nothing is finite (no warning)."""
+    a = np.asarray(a, dtype=np.float64)
+    ok = np.isfinite(a)
+    n = ok.sum(axis=axis)
+    s = np.where(ok, a, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+
+
+def running_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing running mean of ``x`` (shape (n,) or (n, k)) over ``window`` rows, NaN-aware.
+
+    Row i averages the finite values among rows ``max(0, i-window+1) .. i``
+    (so the first rows average fewer values); the result has the shape of ``x``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    window = max(1, int(window))
+    if x.shape[0] == 0 or window == 1:
+        return x.copy()
+    ok = np.isfinite(x)
+    zero = np.zeros((1, *x.shape[1:]))
+    cs = np.concatenate([zero, np.cumsum(np.where(ok, x, 0.0), axis=0)])
+    cn = np.concatenate([zero, np.cumsum(ok, axis=0)])
+    hi = np.arange(1, x.shape[0] + 1)
+    lo = np.maximum(0, hi - window)
+    s, n = cs[hi] - cs[lo], cn[hi] - cn[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+
+
+def _window(n: int) -> int:
+    return max(1, int(round(n * SMOOTH_FRACTION)))
+
+
+def _measured_alignment(traj: Trajectory) -> tuple[np.ndarray, np.ndarray]:
+    """(step index (m,), alignment (m, L)) of the rows where alignment was measured."""
+    a = traj.steps.get("alignment")
+    if a is None or len(a) == 0:
+        return np.empty(0, dtype=np.int64), np.empty((0, _n_layers(traj)), dtype=np.float64)
+    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+    keep = np.isfinite(a).any(axis=1)
+    step = _col(traj.steps, "step")
+    if len(step) != len(a):
+        step = np.arange(len(a))
+    return step[keep].astype(np.int64), a[keep]
+
+
+def _alignment_tail(traj: Trajectory) -> tuple[np.ndarray, int]:
+    """Per-layer mean alignment over the last ALIGNMENT_TAIL of measured rows, and how many rows were measured."""
+    _, a = _measured_alignment(traj)
+    m = len(a)
+    if m == 0:
+        return np.full(a.shape[1], np.nan), 0
+    k = max(1, math.ceil(ALIGNMENT_TAIL * m))
+    return _nan_mean(a[-k:], axis=0), m
+
+
+def _wall_time(traj: Trajectory) -> float:
+    """Seconds of training, summed over the segments of a resumed run.
+
+    ``wall_time`` restarts from 0 at every resume; a drop in the step series
+    starts a new segment. Each segment counts up to its last step row or the
+    last epoch row written in it (the evaluation after the last update).
+    """
+    st = _col(traj.steps, "wall_time").astype(np.float64)
+    ew = _col(traj.epochs, "wall_time").astype(np.float64)
+    if len(st) == 0:
+        if len(ew) == 0:
+            return math.nan
+        seg = np.concatenate([[0], np.cumsum(np.diff(ew) < 0)])
+        return float(sum(ew[seg == s].max() for s in np.unique(seg)))
+    seg = np.concatenate([[0], np.cumsum(np.diff(st) < 0)])
+    ends = np.array([st[seg == s].max() for s in range(seg[-1] + 1)])
+    step = _col(traj.steps, "step")
+    es = _col(traj.epochs, "step")
+    if len(ew) and len(es) == len(ew) and len(step) == len(st):
+        # epoch row with step s followed update row s-1: same segment
+        rows = np.searchsorted(step, es, side="left") - 1
+        for r, w in zip(rows, ew):
+            if 0 <= r < len(seg) and np.isfinite(w):
+                ends[seg[r]] = max(ends[seg[r]], w)
+    return float(np.nansum(ends))
+
+
+def _steps_per_epoch(traj: Trajectory) -> float | None:
+    """Updates per epoch, from the epoch rows, the step rows or the stored config (None if unknown)."""
+    e, s = _col(traj.epochs, "epoch"), _col(traj.epochs, "step")
+    if len(e) and len(s) == len(e) and e[-1] > 0 and s[-1] > 0:
+        return float(s[-1]) / float(e[-1])
+    se = _col(traj.steps, "epoch")
+    if len(se) and se.max() > se.min():
+        n = int(np.count_nonzero(se == se.min()))
+        if se.min() == 0 and n:
+            return float(n)
+    cfg = _config(traj)
+    try:
+        n_train, batch = int(traj.attrs["n_train"]), int(cfg["train"]["batch_size"])
+        if n_train >= batch > 0:
+            return float(n_train // batch)
+    except (KeyError, TypeError, ValueError):
+        pass
+    return None
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def summary(traj) -> dict:
+    """One run's key numbers.
+
+    traj : a :class:`Trajectory` or a path.
+
+    Returns a dict with ``name, rule, seed, status, network, data`` (from the
+    file's attributes), ``epochs`` (epochs completed), ``steps`` (update rows
+    recorded), ``final_test_accuracy, best_test_accuracy, best_epoch`` (epoch
+    of the best; first one on ties; None if no epoch), ``final_train_accuracy,
+    final_test_loss``, ``wall_time`` (s, summed over resumed segments),
+    ``alignment`` (list of L floats: per-layer mean cosine with the BP gradient
+    over the last 10% of measured rows, NaN-aware; NaN where never measured),
+    ``mean_alignment`` (mean of those over layers) and ``path``. Missing values
+    are NaN.
+    """
+    traj = _one(traj)
+    a = traj.attrs
+    ep = traj.epochs
+    test_acc = _col(ep, "test_accuracy").astype(np.float64)
+    epoch = _col(ep, "epoch")
+    finite = np.isfinite(test_acc)
+    if finite.any():
+        i = int(np.nanargmax(np.where(finite, test_acc, -np.inf)))
+        best, best_epoch = float(test_acc[i]), int(epoch[i]) if len(epoch) == len(test_acc) else i + 1
+    else:
+        best, best_epoch = math.nan, None
+    align, _ = _alignment_tail(traj)
+    return {
+        "name": str(a.get("name", Path(traj.path).stem)),
+        "rule": str(a.get("rule", "?")),
+        "seed": a.get("seed"),
+        "status": traj.status,
+        "network": str(a.get("network", "")),
+        "data": str(a.get("data", "")),
+        "epochs": int(epoch[-1]) if len(epoch) else 0,
+        "steps": _n_rows(traj.steps),
+        "final_test_accuracy": _last(test_acc),
+        "best_test_accuracy": best,
+        "best_epoch": best_epoch,
+        "final_train_accuracy": _last(_col(ep, "train_accuracy")),
+        "final_test_loss": _last(_col(ep, "test_loss")),
+        "wall_time": _wall_time(traj),
+        "alignment": [float(x) for x in align],
+        "mean_alignment": float(_nan_mean(align)) if len(align) else math.nan,
+        "path": traj.path,
+    }
+
+
+def table(paths_or_trajs) -> list[dict]:
+    """One :func:`summary` dict per run, in the order given (a tidy table: rows = runs)."""
+    return [summary(t) for t in load(paths_or_trajs)]
+
+
+def curves(traj) -> dict[str, np.ndarray]:
+    """A run's series, ready to plot.
+
+    traj : a :class:`Trajectory` or a path. With E epoch rows, n update rows,
+    m measured alignment rows and L layers, the arrays are:
+
+    - ``epoch`` (E,): epochs completed; ``epoch_step`` (E,): updates completed;
+      ``train_accuracy, test_accuracy, train_loss, test_loss, epoch_wall_time`` (E,)
+    - ``step`` (n,): update index; ``step_epoch`` (n,): fractional epoch after
+      the update (NaN if updates per epoch are unknown); ``loss`` (n,): batch
+      loss; ``loss_smooth`` (n,): its trailing running mean over ~n/50 updates;
+      ``update_norm`` (n, L)
+    - ``alignment_step`` (m,), ``alignment`` (m, L): the rows where the cosine
+      with the BP gradient was measured (all-NaN rows dropped)
+    """
+    traj = _one(traj)
+    L = _n_layers(traj)
+    ep, st = traj.epochs, traj.steps
+    n = _n_rows(st)
+    out = {
+        "epoch": _col(ep, "epoch").astype(np.float64),
+        "epoch_step": _col(ep, "step").astype(np.float64),
+    }
+    for k in ("train_accuracy", "test_accuracy", "train_loss", "test_loss"):
+        out[k] = _col(ep, k).astype(np.float64)
+    out["epoch_wall_time"] = _col(ep, "wall_time").astype(np.float64)
+    step = _col(st, "step")
+    step = step.astype(np.int64) if len(step) == n else np.arange(n, dtype=np.int64)
+    out["step"] = step
+    per_epoch = _steps_per_epoch(traj)
+    out["step_epoch"] = (step + 1) / per_epoch if per_epoch else np.full(n, np.nan)
+    loss = _col(st, "loss").astype(np.float64)
+    out["loss"] = loss
+    out["loss_smooth"] = running_mean(loss, _window(n))
+    un = st.get("update_norm")
+    out["update_norm"] = (np.asarray(un, dtype=np.float64).reshape(n, -1) if un is not None
+                          else np.empty((0, L)))
+    out["alignment_step"], out["alignment"] = _measured_alignment(traj)
+    return out
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _fmt(x, spec: str = ".4f", missing: str = "-") -> str:
+    if x is None:
+        return missing
+    try:
+        if not math.isfinite(float(x)):
+            return missing
+    except (TypeError, ValueError):
+        return str(x)
+    return format(x, spec)
+
+
+def _fmt_duration(s: float) -> str:
+    if s is None or not math.isfinite(s):
+        return "-"
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def _status_text(traj: Trajectory) -> str:
+    a, status = traj.attrs, traj.status
+    msg = str(a.get("message", "") or "")
+    if status == "running":
+        return "running or interrupted (no process finished it)"
+    if status == "failed":
+        at = f" at step {a['failed_step']}" if "failed_step" in a else ""
+        return f"failed{at}" + (f": {msg}" if msg else "")
+    text = status + (f": {msg}" if msg else "")
+    if a.get("finished"):
+        text += f" ({a['finished']})"
+    return text
+
+
+def _layer_labels(traj: Trajectory, L: int) -> list[str]:
+    sizes = np.atleast_1d(traj.attrs.get("sizes", []))
+    if len(sizes) == L + 1:
+        return [f"layer {i + 1} ({int(sizes[i])}\u2192{int(sizes[i + 1])})" for i in range(L)]
+    return [f"layer {i + 1}" for i in range(L)]
+
+
+def info_text(path) -> str:
+    """What ``npsim info RUN.h5`` prints: a readable multi-line summary of one run.
+
+    Works on a file that a live run is writing and on one without any
+    completed epoch; TrajectoryError for unusable files.
+    """
+    traj = _one(path)
+    a = traj.attrs
+    s = summary(traj)
+    cfg = _config(traj)
+    planned = cfg.get("train", {}).get("epochs") if isinstance(cfg.get("train"), dict) else None
+    lines: list[tuple[str, str]] = [
+        ("file", str(traj.path)),
+        ("name", s["name"]),
+        ("status", _status_text(traj)),
+        ("rule", s["rule"]),
+        ("network", s["network"] or "-"),
+    ]
+    data = s["data"] or "-"
+    if a.get("data_source"):
+        data += f" from {a['data_source']}"
+    if "n_train" in a or "n_test" in a:
+        data += f" ({a.get('n_train', '?')} train / {a.get('n_test', '?')} test samples)"
+    lines.append(("data", data))
+    lines.append(("run", f"seed {a.get('seed', '?')}, backend {a.get('backend', '?')}, "
+                         f"device {a.get('device', '?')}, dtype {a.get('dtype', '?')}"))
+    of = f" of {planned}" if isinstance(planned, int) else ""
+    lines.append(("progress", f"{s['epochs']}{of} epochs completed, {s['steps']} updates recorded"))
+
+    ep = traj.epochs
+    if _n_rows(ep):
+        unit = traj.units.get("epochs/test_loss", "")
+        u = f" {unit}" if unit else ""
+        lines.append(("last epoch", f"epoch {s['epochs']}: "
+                      f"train loss {_fmt(_last(_col(ep, 'train_loss')))}{u}, "
+                      f"accuracy {_fmt(s['final_train_accuracy'])}; "
+                      f"test loss {_fmt(s['final_test_loss'])}{u}, accuracy {_fmt(s['final_test_accuracy'])}"))
+        best = _fmt(s["best_test_accuracy"])
+        if s["best_epoch"] is not None:
+            best += f" (epoch {s['best_epoch']})"
+        lines.append(("best test accuracy", best))
+    else:
+        lines.append(("last epoch", "none completed yet"))
+        lines.append(("best test accuracy", "- (no epoch completed yet)"))
+    lines.append(("wall time", _fmt_duration(s["wall_time"])))
+
+    align, m = _alignment_tail(traj)
+    if m:
+        labels = _layer_labels(traj, len(align))
+        k = max(1, math.ceil(ALIGNMENT_TAIL * m))
+        per = ", ".join(f"{lab} {_fmt(v, '.3f')}" for lab, v in zip(labels, align))
+        lines.append(("BP alignment", f"{per} (cosine; mean over the last {k} of {m} measured updates)"))
+    else:
+        why = "diagnostics were off" if a.get("diagnostics_every") == 0 else (
+            "no update recorded yet" if not s["steps"] else
+            "not measured: the network has non-differentiable units or diagnostics were off")
+        lines.append(("BP alignment", why if why.startswith("not") else f"not measured ({why})"))
+    n_res = a.get("resumed_count", 0)
+    res = f"{n_res} time{'s' if n_res != 1 else ''}"
+    if n_res and a.get("resumed"):
+        res += f" (last {a['resumed']})"
+    lines.append(("resumed", res))
+    if a.get("created"):
+        lines.append(("created", str(a["created"])))
+    width = max(len(k) for k, _ in lines) + 1
+    return "\n".join(f"{k + ':':<{width}} {v}" for k, v in lines)
+
+
+def _sort_key(row: dict):
+    b = row["best_test_accuracy"]
+    return -b if b is not None and math.isfinite(b) else math.inf
+
+
+def compare_text(paths) -> str:
+    """What ``npsim compare`` prints: an aligned table, one row per run, best test accuracy first.
+
+    Columns: name, rule, seed, status, epochs, final test accuracy, best test
+    accuracy, final train accuracy, wall time, mean BP alignment over all
+    layers (last 10% of measured updates), file. Runs without any epoch sort last.
+    """
+    rows = sorted(table(paths), key=_sort_key)
+    if not rows:
+        raise ValueError("no runs to compare")
+    header = ["name", "rule", "seed", "status", "epochs", "test acc", "best test acc", "train acc",
+              "wall time", "BP align", "file"]
+    right = {"seed", "epochs", "test acc", "best test acc", "train acc", "wall time", "BP align"}
+    body = []
+    for r in rows:
+        best = _fmt(r["best_test_accuracy"])
+        if r["best_epoch"] is not None:
+            best += f" (ep {r['best_epoch']})"
+        body.append([
+            r["name"], r["rule"], str(r["seed"]), r["status"], str(r["epochs"]),
+            _fmt(r["final_test_accuracy"]), best, _fmt(r["final_train_accuracy"]),
+            _fmt_duration(r["wall_time"]), _fmt(r["mean_alignment"], ".3f"), str(r["path"]),
+        ])
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if h in right else c.ljust(w)
+                         for c, w, h in zip(cells, widths, header)).rstrip()
+
+    out = [line(header), line(["-" * w for w in widths])]
+    out += [line(b) for b in body]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- plotting
+
+_LAYER_STYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2))]
+
+
+def _shade(color, i: int, n: int):
+    """The run colour, lightened towards white for later layers (layer 0 unchanged)."""
+    from matplotlib.colors import to_rgb
+
+    r = np.array(to_rgb(color))
+    f = 0.5 * i / max(1, n - 1)
+    return tuple(r + (1 - r) * f)
+
+
+def _run_label(s: dict) -> str:
+    label = f"{s['name']} ({s['rule']}, seed {s['seed']})"
+    if s["status"] != "finished":
+        label += f" [{s['status']}]"
+    return label
+
+
+def plot_runs(paths, out) -> Path:
+    """Plot learning curves and BP alignment of one or more runs into ``out`` (.png, .pdf or .svg).
+
+    paths : a path or Trajectory, or an iterable of them (1..10 runs read best).
+    Panels: (a) train/test accuracy vs epoch, (b) train/test loss vs epoch
+    and the running mean of the batch loss vs fractional epoch, (c) cosine
+    with the BP gradient per layer vs update, (d) update norm per layer vs
+    update (log scale). One colour per run; line style (and lighter shade)
+    per layer. Returns ``out`` as a Path. ValueError for another suffix.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in PLOT_SUFFIXES:
+        raise ValueError(f"{out}: plot file must end in {', '.join(PLOT_SUFFIXES)}")
+    trajs = load(paths)
+    if not trajs:
+        raise ValueError("no runs to plot")
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    fig = Figure(figsize=(11, 8), dpi=120)
+    FigureCanvasAgg(fig)  # no pyplot, no global backend switch
+    (ax_acc, ax_loss), (ax_al, ax_un) = fig.subplots(2, 2)
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"] if len(trajs) <= 10 else colormaps["tab20"]
+    palette = [cmap(i % cmap.N) for i in range(len(trajs))]
+
+    run_handles, run_labels = [], []
+    any_epochs = any_steps = any_align = False
+    max_layers = 0
+    loss_units = set()
+    for traj, color in zip(trajs, palette):
+        s = summary(traj)
+        c = curves(traj)
+        L = c["update_norm"].shape[1] if c["update_norm"].size else c["alignment"].shape[1]
+        max_layers = max(max_layers, L)
+        run_handles.append(Line2D([], [], color=color, lw=2))
+        run_labels.append(_run_label(s))
+        loss_units.add(traj.units.get("epochs/test_loss", ""))
+        E = len(c["epoch"])
+        mk = dict(marker="o", markersize=3) if 0 < E <= 40 else {}
+        if E:
+            any_epochs = True
+            ax_acc.plot(c["epoch"], c["test_accuracy"], color=color, ls="-", **mk)
+            ax_acc.plot(c["epoch"], c["train_accuracy"], color=color, ls="--", **mk)
+            ax_loss.plot(c["epoch"], c["test_loss"], color=color, ls="-", **mk)
+            ax_loss.plot(c["epoch"], c["train_loss"], color=color, ls="--", **mk)
+        n = len(c["step"])
+        if n:
+            any_steps = True
+            if np.isfinite(c["step_epoch"]).any():
+                ax_loss.plot(c["step_epoch"], c["loss_smooth"], color=color, lw=0.8, alpha=0.45)
+            w = _window(n)
+            un = running_mean(np.where(c["update_norm"] > 0, c["update_norm"], np.nan), w)
+            for j in range(un.shape[1]):
+                ax_un.plot(c["step"], un[:, j], color=_shade(color, j, un.shape[1]),
+                           ls=_LAYER_STYLES[j % len(_LAYER_STYLES)], lw=1.0)
+        m = len(c["alignment_step"])
+        if m:
+            any_align = True
+            al = running_mean(c["alignment"], _window(m))
+            mk_al = dict(marker=".", markersize=3) if m <= 3 else {}
+            for j in range(al.shape[1]):
+                ax_al.plot(c["alignment_step"], al[:, j], color=_shade(color, j, al.shape[1]),
+                           ls=_LAYER_STYLES[j % len(_LAYER_STYLES)], lw=1.0, **mk_al)
+
+    unit = next(iter(loss_units)) if len(loss_units) == 1 else ""
+    grey = "0.35"
+    ax_acc.set_title("(a) accuracy")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy (fraction)")
+    ax_loss.set_title("(b) loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel(f"loss ({unit})" if unit else "loss")
+    ax_al.set_title("(c) alignment with the BP gradient")
+    ax_al.set_xlabel("update")
+    ax_al.set_ylabel("cosine similarity")
+    ax_un.set_title("(d) update norm per layer")
+    ax_un.set_xlabel("update")
+    ax_un.set_ylabel("\u2016\u0394(W, b)\u2016 (parameter units)")
+    for ax in (ax_acc, ax_loss, ax_al, ax_un):
+        ax.grid(True, alpha=0.3)
+
+    if any_epochs:
+        ax_acc.legend([Line2D([], [], color=grey, ls="-"), Line2D([], [], color=grey, ls="--")],
+                      ["test", "train (eval. samples)"], loc="best", fontsize=8)
+    else:
+        for ax in (ax_acc,):
+            ax.text(0.5, 0.5, "no epoch completed yet", ha="center", va="center", transform=ax.transAxes,
+                    color=grey)
+    loss_h, loss_l = [], []
+    if any_epochs:
+        loss_h += [Line2D([], [], color=grey, ls="-"), Line2D([], [], color=grey, ls="--")]
+        loss_l += ["test", "train (eval. samples)"]
+    if any_steps:
+        loss_h.append(Line2D([], [], color=grey, lw=0.8, alpha=0.6))
+        loss_l.append("training batches (running mean)")
+    if loss_h:
+        ax_loss.legend(loss_h, loss_l, loc="best", fontsize=8)
+    else:
+        ax_loss.text(0.5, 0.5, "no update recorded yet", ha="center", va="center", transform=ax_loss.transAxes,
+                     color=grey)
+
+    layer_labels = _layer_labels(trajs[0], max_layers) if max_layers else []
+    if max_layers and any(_n_layers(t) != max_layers for t in trajs):
+        layer_labels = [f"layer {i + 1}" for i in range(max_layers)]
+    layer_handles = [Line2D([], [], color=_shade(grey, j, max_layers), ls=_LAYER_STYLES[j % len(_LAYER_STYLES)])
+                     for j in range(max_layers)]
+    if any_align:
+        ax_al.axhline(0.0, color="0.6", lw=0.6, zorder=0)
+        ax_al.set_title("(c) alignment with the BP gradient (running mean)")
+        ax_al.legend(layer_handles, layer_labels, loc="best", fontsize=8)
+    else:
+        ax_al.text(0.5, 0.5, NO_ALIGNMENT.replace(": ", ":\n", 1), ha="center", va="center",
+                   transform=ax_al.transAxes, color=grey, wrap=True)
+        ax_al.set_yticks([])
+        ax_al.set_xticks([])
+    if any_steps:
+        ax_un.set_yscale("log")
+        ax_un.set_title("(d) update norm per layer (running mean)")
+        ax_un.legend(layer_handles, layer_labels, loc="best", fontsize=8)
+    else:
+        ax_un.text(0.5, 0.5, "no update recorded yet", ha="center", va="center", transform=ax_un.transAxes,
+                   color=grey)
+
+    if len(trajs) == 1:
+        s = summary(trajs[0])
+        title = f"{s['name']}: {s['rule']}, seed {s['seed']}"
+        if s["network"]:
+            title += f"  |  {s['network']}"
+        fig.suptitle(title, fontsize=11)
+    else:
+        fig.suptitle(f"{len(trajs)} runs", fontsize=11)
+    ncol = 1 if len(trajs) == 1 else min(3, len(trajs))
+    nrow = math.ceil(len(trajs) / ncol)
+    fig.legend(run_handles, run_labels, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
+    bottom = 0.02 + 0.032 * nrow
+    fig.tight_layout(rect=(0, bottom, 1, 0.98))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, format=out.suffix.lower().lstrip("."))
+    return out

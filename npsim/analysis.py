@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 import tomllib
 from pathlib import Path
 import numpy as np
 
 from .trajectory import Trajectory, read_trajectory
 
-__all__ = ["load", "summary", "table", "curves", "info_text", "compare_text", "plot_runs", "ALIGNMENT_TAIL"]
+__all__ = ["load", "summary", "table", "curves", "running_mean", "info_text", "compare_text", "plot_runs",
+           "ALIGNMENT_TAIL", "NO_ALIGNMENT"]
 
 #: Fraction of the measured (non-NaN) alignment rows, the last ones, that
 #: :func:`summary` averages into the per-layer alignment.
@@ -461,8 +463,15 @@ def _shade(color, i: int, n: int):
     from matplotlib.colors import to_rgb
 
     r = np.array(to_rgb(color))
-    f = 0.5 * i / max(1, n - 1)
+    f = 0.3 * i / max(1, n - 1)
     return tuple(r + (1 - r) * f)
+
+
+def _legend_rows(handles: list, labels: list, ncol: int, blank) -> list[list[tuple]]:
+    """(handle, label) pairs in rows of ``ncol``, the last row padded with invisible entries."""
+    pairs = list(zip(handles, labels))
+    pairs += [(blank, "")] * (-len(pairs) % ncol)
+    return [pairs[i : i + ncol] for i in range(0, len(pairs), ncol)]
 
 
 def _run_label(s: dict) -> str:
@@ -489,15 +498,15 @@ def plot_runs(paths, out) -> Path:
     if not trajs:
         raise ValueError("no runs to plot")
 
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(11, 8), dpi=120)
     FigureCanvasAgg(fig)  # no pyplot, no global backend switch
     (ax_acc, ax_loss), (ax_al, ax_un) = fig.subplots(2, 2)
-    from matplotlib import colormaps
-
     cmap = colormaps["tab10"] if len(trajs) <= 10 else colormaps["tab20"]
     palette = [cmap(i % cmap.N) for i in range(len(trajs))]
 
@@ -524,18 +533,18 @@ def plot_runs(paths, out) -> Path:
         n = len(c["step"])
         if n:
             any_steps = True
+            mk_st = dict(marker=".", markersize=4) if n <= 3 else {}
             if np.isfinite(c["step_epoch"]).any():
-                ax_loss.plot(c["step_epoch"], c["loss_smooth"], color=color, lw=0.8, alpha=0.45)
-            w = _window(n)
-            un = running_mean(np.where(c["update_norm"] > 0, c["update_norm"], np.nan), w)
+                ax_loss.plot(c["step_epoch"], c["loss_smooth"], color=color, lw=0.8, alpha=0.45, **mk_st)
+            un = running_mean(np.where(c["update_norm"] > 0, c["update_norm"], np.nan), _window(n))
             for j in range(un.shape[1]):
                 ax_un.plot(c["step"], un[:, j], color=_shade(color, j, un.shape[1]),
-                           ls=_LAYER_STYLES[j % len(_LAYER_STYLES)], lw=1.0)
+                           ls=_LAYER_STYLES[j % len(_LAYER_STYLES)], lw=1.0, **mk_st)
         m = len(c["alignment_step"])
         if m:
             any_align = True
             al = running_mean(c["alignment"], _window(m))
-            mk_al = dict(marker=".", markersize=3) if m <= 3 else {}
+            mk_al = dict(marker=".", markersize=4) if m <= 3 else {}
             for j in range(al.shape[1]):
                 ax_al.plot(c["alignment_step"], al[:, j], color=_shade(color, j, al.shape[1]),
                            ls=_LAYER_STYLES[j % len(_LAYER_STYLES)], lw=1.0, **mk_al)
@@ -544,9 +553,11 @@ def plot_runs(paths, out) -> Path:
     grey = "0.35"
     ax_acc.set_title("(a) accuracy")
     ax_acc.set_xlabel("epoch")
+    ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.set_ylabel("accuracy (fraction)")
     ax_loss.set_title("(b) loss")
     ax_loss.set_xlabel("epoch")
+    ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.set_ylabel(f"loss ({unit})" if unit else "loss")
     ax_al.set_title("(c) alignment with the BP gradient")
     ax_al.set_xlabel("update")
@@ -556,24 +567,22 @@ def plot_runs(paths, out) -> Path:
     ax_un.set_ylabel("\u2016\u0394(W, b)\u2016 (parameter units)")
     for ax in (ax_acc, ax_loss, ax_al, ax_un):
         ax.grid(True, alpha=0.3)
+    for ax in (ax_al, ax_un):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
 
+    # line-style keys go into the legend under the panels, where they hide no data
+    curve_h, curve_l = [], []
     if any_epochs:
-        ax_acc.legend([Line2D([], [], color=grey, ls="-"), Line2D([], [], color=grey, ls="--")],
-                      ["test", "train (eval. samples)"], loc="best", fontsize=8)
+        curve_h += [Line2D([], [], color=grey, ls="-", marker="o", markersize=3),
+                    Line2D([], [], color=grey, ls="--", marker="o", markersize=3)]
+        curve_l += ["(a, b) test set", "(a, b) train (eval. samples)"]
     else:
-        for ax in (ax_acc,):
-            ax.text(0.5, 0.5, "no epoch completed yet", ha="center", va="center", transform=ax.transAxes,
+        ax_acc.text(0.5, 0.5, "no epoch completed yet", ha="center", va="center", transform=ax_acc.transAxes,
                     color=grey)
-    loss_h, loss_l = [], []
-    if any_epochs:
-        loss_h += [Line2D([], [], color=grey, ls="-"), Line2D([], [], color=grey, ls="--")]
-        loss_l += ["test", "train (eval. samples)"]
     if any_steps:
-        loss_h.append(Line2D([], [], color=grey, lw=0.8, alpha=0.6))
-        loss_l.append("training batches (running mean)")
-    if loss_h:
-        ax_loss.legend(loss_h, loss_l, loc="best", fontsize=8)
-    else:
+        curve_h.append(Line2D([], [], color=grey, lw=0.8, alpha=0.6))
+        curve_l.append("(b) training batches (running mean)")
+    elif not any_epochs:
         ax_loss.text(0.5, 0.5, "no update recorded yet", ha="center", va="center", transform=ax_loss.transAxes,
                      color=grey)
 
@@ -585,16 +594,15 @@ def plot_runs(paths, out) -> Path:
     if any_align:
         ax_al.axhline(0.0, color="0.6", lw=0.6, zorder=0)
         ax_al.set_title("(c) alignment with the BP gradient (running mean)")
-        ax_al.legend(layer_handles, layer_labels, loc="best", fontsize=8)
     else:
-        ax_al.text(0.5, 0.5, NO_ALIGNMENT.replace(": ", ":\n", 1), ha="center", va="center",
-                   transform=ax_al.transAxes, color=grey, wrap=True)
+        head, rest = NO_ALIGNMENT.split(": ", 1)
+        ax_al.text(0.5, 0.5, "\n".join([head + ":", *textwrap.wrap(rest, 42)]),
+                   ha="center", va="center", transform=ax_al.transAxes, color=grey)
         ax_al.set_yticks([])
         ax_al.set_xticks([])
     if any_steps:
         ax_un.set_yscale("log")
         ax_un.set_title("(d) update norm per layer (running mean)")
-        ax_un.legend(layer_handles, layer_labels, loc="best", fontsize=8)
     else:
         ax_un.text(0.5, 0.5, "no update recorded yet", ha="center", va="center", transform=ax_un.transAxes,
                    color=grey)
@@ -607,10 +615,19 @@ def plot_runs(paths, out) -> Path:
         fig.suptitle(title, fontsize=11)
     else:
         fig.suptitle(f"{len(trajs)} runs", fontsize=11)
-    ncol = 1 if len(trajs) == 1 else min(3, len(trajs))
-    nrow = math.ceil(len(trajs) / ncol)
-    fig.legend(run_handles, run_labels, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
-    bottom = 0.02 + 0.032 * nrow
+    # one legend under the panels, outside the data: rows of runs (colours), then
+    # the line styles of panels a, b and of the layers in panels c, d
+    ncol = 3 if len(trajs) > 1 or max_layers > 1 else 1
+    blank = Line2D([], [], alpha=0.0)
+    grid = _legend_rows(run_handles, run_labels, ncol, blank)
+    grid += _legend_rows(curve_h, curve_l, ncol, blank)
+    if any_align or any_steps:
+        labels = [f"(c, d) {lab}" for lab in layer_labels]
+        grid += _legend_rows(layer_handles, labels, ncol, blank)
+    handles = [grid[r][k][0] for k in range(ncol) for r in range(len(grid))]  # legends fill column by column
+    labels = [grid[r][k][1] for k in range(ncol) for r in range(len(grid))]
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
+    bottom = 0.015 + 0.03 * len(grid)
     fig.tight_layout(rect=(0, bottom, 1, 0.98))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120, format=out.suffix.lower().lstrip("."))

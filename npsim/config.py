@@ -68,6 +68,7 @@ class RuleConfig(_Strict):
     noise: Literal["injected", "intrinsic"] = "injected"
     decorrelation_lr: float = Field(default=1e-3, gt=0)
     decorrelation_kappa: float = Field(default=0.0, ge=0, le=1)
+    decorrelation_samples: int | None = Field(default=None, ge=2)  # rows of the batch the R update uses
 
 
 class OptimizerConfig(_Strict):

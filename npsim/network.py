@@ -22,7 +22,8 @@ from typing import Sequence
 
 from .backend import Backend
 from .losses import Loss
-from .nodes import NodeModel, _xp
+from .kernels import perturb_activate
+from .nodes import LeakyReLU, Linear, NodeModel, ReLU, _xp
 
 __all__ = ["Dense", "Network", "Trace", "param_key"]
 
@@ -60,7 +61,8 @@ class Trace:
     """What one pass computed, per layer l = 0..L-1 (rows = samples).
 
     inputs[l] : (N, n_in)  the layer's input after decorrelation (x_{l-1} in DESIGN §2)
-    drive[l]  : (N, n_out) W x + b, before perturbation and intrinsic noise
+    drive[l]  : (N, n_out) W x + b, before perturbation and intrinsic noise (at layer
+                ``start`` of a stacked pass: the base's B rows, not tiled)
     pre[l]    : (N, n_out) the activity a_l: drive + perturbation + intrinsic noise
     post[l]   : (N, n_out) the node output x_l
     loss      : (N,)       per-sample loss
@@ -217,22 +219,27 @@ class Network:
         h = None
         for i in range(start, L):
             layer = self.layers[i]
+            reps = 1
             if base is not None and i == start:
-                inp, d = base.inputs[i], base.drive[i]
-                if repeats > 1:
-                    d = _tile(d, repeats)
+                inp, d, reps = base.inputs[i], base.drive[i], repeats
             else:
                 inp = x if i == 0 else h
                 if layer.decorrelate:
                     inp = inp @ params[param_key(i, "R")].T
                 d = inp @ params[param_key(i, "W")].T
                 d += params[param_key(i, "b")]
-            a = d
-            if perturb is not None and perturb[i] is not None:
-                a = a + perturb[i]
-            if layer.node.noisy:
-                a = layer.node.activity(a, rng)
-            h = layer.node(a, rng)
+            eps = perturb[i] if perturb is not None else None
+            slope = _fused_slope(layer.node)
+            if slope is not False and (eps is not None or reps > 1):
+                # tile + perturb + node model in one pass (a Numba kernel on the CPU)
+                a, h = perturb_activate(d, eps, reps, slope)
+            else:
+                a = _tile(d, reps) if reps > 1 else d
+                if eps is not None:
+                    a = a + eps
+                if layer.node.noisy:
+                    a = layer.node.activity(a, rng)
+                h = layer.node(a, rng)
             inputs[i], drive[i], pre[i], post[i] = inp, d, a, h
         yy = _tile(y, repeats) if repeats > 1 else y
         loss = self.loss(h, yy)
@@ -260,6 +267,17 @@ class Network:
                 if layer.decorrelate:
                     dx = dx @ params[param_key(i, "R")]
         return grads
+
+
+def _fused_slope(node):
+    """The leak of a node model the fused kernel handles (None: linear), or False."""
+    if type(node) is LeakyReLU:
+        return node.slope
+    if type(node) is ReLU:
+        return 0.0
+    if type(node) is Linear:
+        return None
+    return False
 
 
 def _tile(a, k: int):

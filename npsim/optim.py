@@ -19,10 +19,26 @@ __all__ = ["Optimizer", "sgd", "adam", "apply_updates", "make_optimizer", "const
 
 @dataclass(frozen=True)
 class Optimizer:
+    """``init(params) -> state``; ``update(grads, state, params) -> (updates, state)``.
+
+    ``step(grads, state, params) -> (params, state, sq_norms)`` applies the
+    update and returns the squared norm of each parameter's change; it may
+    work in place (Adam uses a fused kernel), so callers must not keep the old
+    parameter arrays.
+    """
+
     name: str
     init: Callable
     update: Callable
     hyper: dict
+    fused_step: Callable | None = None
+
+    def step(self, grads: dict, state: dict, params: dict):
+        if self.fused_step is not None:
+            return self.fused_step(grads, state, params)
+        updates, state = self.update(grads, state, params)
+        sq = {k: float((u * u).sum()) for k, u in updates.items()}
+        return apply_updates(params, updates), state, sq
 
 
 def constant(lr: float) -> Callable[[int], float]:
@@ -124,7 +140,22 @@ def adam(lr, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer
             out[k] = m * dt(-step) / (v**0.5 + dt(eps * math.sqrt(1 - b2**t)))
         return out, state
 
-    return Optimizer("adam", init, update, {"lr": lr, "b1": b1, "b2": b2, "eps": eps})
+    def fused_step(grads, state, params):
+        from .kernels import adam_step
+
+        state = dict(state)
+        t = int(state["count"]) + 1
+        state["count"] = np.asarray(t, dtype=np.int64)
+        step = schedule(t) * math.sqrt(1 - b2**t) / (1 - b1**t)
+        eps_hat = eps * math.sqrt(1 - b2**t)
+        params = dict(params)
+        sq = {}
+        for k, g in grads.items():
+            sq[k] = adam_step(params[k], g, state[f"mu/{k}"], state[f"nu/{k}"], b1=b1, b2=b2, step_size=step,
+                              eps=eps_hat)
+        return params, state, sq
+
+    return Optimizer("adam", init, update, {"lr": lr, "b1": b1, "b2": b2, "eps": eps}, fused_step)
 
 
 def apply_updates(params: dict, updates: dict) -> dict:

@@ -9,15 +9,19 @@ trajectories is :mod:`npsim.train`.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
 from .backend import Backend
 from .losses import accuracy
 from .network import Network
-from .optim import Optimizer, apply_updates
-from .rules import Rule, RuleOutput
+from .network import param_key
+from .optim import Optimizer
+from .rules import Rule, alignment
 
-__all__ = ["train_step", "trainable", "fit", "evaluate"]
+__all__ = ["train_step", "StepStats", "trainable", "fit", "evaluate"]
 
 
 def trainable(params: dict) -> dict:
@@ -25,19 +29,35 @@ def trainable(params: dict) -> dict:
     return {k: v for k, v in params.items() if not k.endswith("/R")}
 
 
-def train_step(net: Network, rule: Rule, opt: Optimizer, params: dict, opt_state: dict, x, y, rng,
-               frozen: tuple[str, ...] = (), return_updates: bool = False):
-    """One update on batch (x, y). Returns (params, opt_state, rule output[, optimizer updates]).
+@dataclass
+class StepStats:
+    """Diagnostics of one update: per layer, the norm of the change of (W, b),
+    and the cosine with the BP gradient (None when not measured)."""
 
-    frozen : parameter keys left unchanged (e.g. hidden layers in a control run).
+    update_norm: np.ndarray
+    alignment: np.ndarray | None = None
+
+
+def train_step(net: Network, rule: Rule, opt: Optimizer, params: dict, opt_state: dict, x, y, rng,
+               frozen: tuple[str, ...] = (), stats: bool = False, align: bool = False):
+    """One update on batch (x, y). Returns (params, opt_state, rule output[, StepStats]).
+
+    The optimizer may update parameter arrays in place: use the returned dict,
+    not the old one. frozen : parameter keys left unchanged (e.g. hidden layers
+    in a control run). stats : also return a :class:`StepStats`; align : measure
+    the cosine with BP in it (needs a differentiable network).
     """
     out = rule(net, params, x, y, rng)
+    cos = alignment(net, params, y, out) if align else None  # before any parameter changes
     params = dict(params)
     params.update(out.assign)
     grads = {k: g for k, g in out.grads.items() if k not in frozen}
-    updates, opt_state = opt.update(grads, opt_state, params)
-    new = apply_updates(params, updates)
-    return (new, opt_state, out, updates) if return_updates else (new, opt_state, out)
+    params, opt_state, sq = opt.step(grads, opt_state, params)
+    if not stats:
+        return params, opt_state, out
+    norms = np.array([math.sqrt(sum(sq.get(param_key(i, n), 0.0) for n in ("W", "b")))
+                      for i in range(net.n_layers)], dtype=np.float32)
+    return params, opt_state, out, StepStats(norms, cos)
 
 
 def evaluate(net: Network, params: dict, x, y, rng=None, batch_size: int = 10000) -> tuple[float, float]:
@@ -58,6 +78,7 @@ def fit(net: Network, rule: Rule, opt: Optimizer, params: dict, x, y, *, backend
     """Train for ``steps`` updates on minibatches drawn in shuffled epochs; returns (params, batch losses)."""
     rng = backend.stream(seed)
     rule.check(net)
+    params = {k: v.copy() for k, v in params.items()}  # the optimizer may work in place
     x, y = backend.asarray(x), backend.asarray(y, dtype=y.dtype if y.dtype.kind in "iu" else None)
     n = x.shape[0]
     bs = n if batch_size is None else min(batch_size, n)

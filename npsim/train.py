@@ -27,7 +27,7 @@ from .losses import make_loss
 from .network import Dense, Network, param_key
 from .nodes import make_node
 from .optim import cosine_decay, make_optimizer
-from .rules import alignment, make_rule
+from .rules import make_rule
 from .rules import split_name as split_rule_name
 from .step import evaluate, train_step, trainable
 from .trajectory import Series, TrajectoryWriter, read_trajectory
@@ -103,7 +103,8 @@ def build(cfg: Config, *, data: Dataset | None = None) -> Experiment:
             kw["noise"] = rc.noise
     elif rc.noise != "injected":
         raise ValueError("rule 'bp' cannot learn from inaccessible intrinsic noise; use 'anp' or 'danp'")
-    rule = make_rule(rc.name, decorrelation_lr=rc.decorrelation_lr, decorrelation_kappa=rc.decorrelation_kappa, **kw)
+    rule = make_rule(rc.name, decorrelation_lr=rc.decorrelation_lr, decorrelation_kappa=rc.decorrelation_kappa,
+                     decorrelation_samples=rc.decorrelation_samples, **kw)
     rule.check(net)
     if cfg.train.batch_size > ds.n_train:
         raise ValueError(f"train.batch_size {cfg.train.batch_size} exceeds the {ds.n_train} training samples")
@@ -247,18 +248,6 @@ def _evaluate_epoch(ex: Experiment, params: dict, epoch: int) -> dict:
     return {"train_loss": tr_loss, "train_accuracy": tr_acc, "test_loss": te_loss, "test_accuracy": te_acc}
 
 
-def _layer_norms(net: Network, updates: dict) -> np.ndarray:
-    out = np.empty(net.n_layers, dtype=np.float32)
-    for i in range(net.n_layers):
-        s = 0.0
-        for n in ("W", "b"):
-            u = updates.get(param_key(i, n))
-            if u is not None:
-                s += float((u * u).sum())
-        out[i] = math.sqrt(s)
-    return out
-
-
 def _loop(ex: Experiment, writer: TrajectoryWriter, params, opt_state, rng, *, epoch: int, batch: int, step: int,
           progress: bool, stop_after_steps: int | None) -> RunResult:
     from tqdm.auto import tqdm
@@ -287,15 +276,14 @@ def _loop(ex: Experiment, writer: TrajectoryWriter, params, opt_state, rng, *, e
                 if be.name != "numpy":
                     idx = be.xp.asarray(idx)
                 x, y = ex.x_train[idx], ex.y_train[idx]
-                new_params, opt_state, out, updates = train_step(net, ex.rule, ex.optimizer, params, opt_state,
-                                                                 x, y, rng, return_updates=True)
+                params, opt_state, out, st = train_step(net, ex.rule, ex.optimizer, params, opt_state, x, y, rng,
+                                                        stats=True, align=bool(diag) and step % diag == 0)
                 loss = float(out.trace.loss.mean())
-                norms = _layer_norms(net, updates)
+                norms = st.update_norm
                 if not (math.isfinite(loss) and np.all(np.isfinite(norms))):
                     raise Diverged(f"loss became {loss} at step {step} (epoch {epoch + 1}); lower the learning "
                                    f"rate or sigma")
-                cos = alignment(net, params, y, out).astype(np.float32) if diag and step % diag == 0 else nan_l
-                params = new_params
+                cos = nan_l if st.alignment is None else st.alignment.astype(np.float32)
                 writer.append_steps(step=step, epoch=epoch, loss=loss,
                                     delta_loss=np.nan if out.delta_loss is None else out.delta_loss,
                                     update_norm=norms, alignment=cos, wall_time=time.perf_counter() - t0)

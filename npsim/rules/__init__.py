@@ -31,7 +31,8 @@ def split_name(name: str) -> tuple[str, bool]:
     raise ValueError(f"unknown rule {name!r}; known rules: {known}")
 
 
-def make_rule(name: str, *, decorrelation_lr: float = 1e-3, decorrelation_kappa: float = 0.0, **params) -> Rule:
+def make_rule(name: str, *, decorrelation_lr: float = 1e-3, decorrelation_kappa: float = 0.0,
+              decorrelation_samples: int | None = None, **params) -> Rule:
     """Build a rule by name ("bp", "np", "inp", "anp", "wp", or a "d"-prefixed variant).
 
     ``params`` go to the base rule (sigma, samples, noise); unknown ones raise ``ValueError``.
@@ -53,4 +54,4 @@ def make_rule(name: str, *, decorrelation_lr: float = 1e-3, decorrelation_kappa:
         hint = ", ".join(sorted(allowed)) or "nothing"
         raise ValueError(f"rule {name!r}: unknown parameter(s) {', '.join(bad)}; it takes {hint}")
     rule = cls(**params)
-    return decorrelate(rule, decorrelation_lr, decorrelation_kappa) if dec else rule
+    return decorrelate(rule, decorrelation_lr, decorrelation_kappa, decorrelation_samples) if dec else rule

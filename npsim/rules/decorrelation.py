@@ -8,6 +8,12 @@ After each step, from the clean pass's decorrelated inputs X (B × n):
 κ = 0 removes only the off-diagonal (pure decorrelation, DESIGN §2); κ > 0
 also pulls each variance towards 1. C R is formed as Xᵀ(X R)/B − v ⊙ R when
 B < n, which costs O(B n²) instead of the O(n³) of forming C first.
+
+``samples = S`` estimates C from the first S rows of the (shuffled) batch
+only: the update then costs O(S n²) instead of O(B n²). The trade-off: each
+step's estimate of the input covariance is noisier (its variance grows as
+1/S), which the small learning rate η averages out over steps; the expected
+update is unchanged.
 """
 
 from __future__ import annotations
@@ -46,8 +52,11 @@ class Decorrelate(Rule):
     inner: Rule
     lr: float = 1e-3
     kappa: float = 0.0
+    samples: int | None = None
 
     def __post_init__(self):
+        if self.samples is not None and (not isinstance(self.samples, int) or self.samples < 2):
+            raise ValueError(f"decorrelate: samples must be an integer >= 2 or None, got {self.samples!r}")
         if not isinstance(self.inner, Rule):
             raise TypeError(f"decorrelate: inner must be a Rule, got {type(self.inner).__name__}")
         if not self.lr > 0:
@@ -71,10 +80,13 @@ class Decorrelate(Rule):
         out = self.inner(net, params, x, y, rng)
         for i in net.decorrelated:
             k = param_key(i, "R")
-            out.assign[k] = decorrelation_step(params[k], out.trace.inputs[i], self.lr, self.kappa)
+            X = out.trace.inputs[i]
+            if self.samples is not None:
+                X = X[: self.samples]
+            out.assign[k] = decorrelation_step(params[k], X, self.lr, self.kappa)
         return out
 
 
-def decorrelate(rule: Rule, lr: float = 1e-3, kappa: float = 0.0) -> Decorrelate:
+def decorrelate(rule: Rule, lr: float = 1e-3, kappa: float = 0.0, samples: int | None = None) -> Decorrelate:
     """The decorrelated variant of ``rule`` (D-prefix: DNP, DINP, DANP, DBP)."""
-    return Decorrelate(rule, lr, kappa)
+    return Decorrelate(rule, lr, kappa, samples)

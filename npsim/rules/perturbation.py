@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..network import param_key
 from .base import Rule, RuleOutput, check_samples, check_sigma
 
-__all__ = ["NP", "INP", "ANP"]
+__all__ = ["Perturbation", "NP", "INP", "ANP"]
 
 _TINY = 1e-30
 
@@ -30,7 +30,16 @@ def _direction(signal, inputs, repeats: int):
     return (signal.T @ inputs) / n, signal.sum(axis=0) / n
 
 
-class _Perturbation(Rule):
+class Perturbation(Rule):
+    """Shared parts of the perturbation rules: σ and K validation, noise draws, the clean pass."""
+
+    def __post_init__(self):
+        check_sigma(self.sigma, self.name)
+        check_samples(self.samples, self.name)
+
+    def passes(self, n_layers):
+        return 1 + self.samples
+
     def _clean(self, net, params, x, y, rng):
         return net.forward(params, x, y, rng=rng)
 
@@ -39,8 +48,12 @@ class _Perturbation(Rule):
                 for i in range(net.n_layers)]
 
 
+def _layer_grads(grads: dict, layer: int, signal, inputs, repeats: int) -> None:
+    grads[param_key(layer, "W")], grads[param_key(layer, "b")] = _direction(signal, inputs, repeats)
+
+
 @dataclass(frozen=True)
-class NP(_Perturbation):
+class NP(Perturbation):
     """Classic node perturbation: every layer perturbed at once, noise propagates.
 
     G_l = (1/B) Σ_b (δℓ_b / σ²) ε_{l,b} x_{l-1,b}ᵀ, averaged over K samples.
@@ -51,13 +64,6 @@ class NP(_Perturbation):
     samples: int = 1
     name = "np"
 
-    def __post_init__(self):
-        check_sigma(self.sigma, "np")
-        check_samples(self.samples, "np")
-
-    def passes(self, n_layers):
-        return 1 + self.samples
-
     def __call__(self, net, params, x, y, rng):
         K = self.samples
         clean = self._clean(net, params, x, y, rng)
@@ -67,13 +73,12 @@ class NP(_Perturbation):
         w = dl * dl.dtype.type(1.0 / self.sigma**2)
         grads = {}
         for i in range(net.n_layers):
-            gw, gb = _direction(w[:, None] * eps[i], clean.inputs[i], K)
-            grads[param_key(i, "W")], grads[param_key(i, "b")] = gw, gb
+            _layer_grads(grads, i, w[:, None] * eps[i], clean.inputs[i], K)
         return RuleOutput(grads, clean, float(dl.mean()))
 
 
 @dataclass(frozen=True)
-class INP(_Perturbation):
+class INP(Perturbation):
     """Iterative node perturbation: one pass per layer, noise in that layer only.
 
     G_l = (1/B) Σ_b δℓ^{(l)}_b N_l ε_{l,b} x_{l-1,b}ᵀ / ‖ε_{l,b}‖², N_l the layer width.
@@ -83,10 +88,6 @@ class INP(_Perturbation):
     sigma: float = 1e-3
     samples: int = 1
     name = "inp"
-
-    def __post_init__(self):
-        check_sigma(self.sigma, "inp")
-        check_samples(self.samples, "inp")
 
     def passes(self, n_layers):
         return 1 + self.samples * n_layers
@@ -103,14 +104,13 @@ class INP(_Perturbation):
             e = eps[i]
             norm2 = (e * e).sum(axis=1)
             w = dl * e.shape[1] / (norm2 + _TINY)
-            gw, gb = _direction(w[:, None] * e, clean.inputs[i], K)
-            grads[param_key(i, "W")], grads[param_key(i, "b")] = gw, gb
+            _layer_grads(grads, i, w[:, None] * e, clean.inputs[i], K)
             dls.append(float(dl.mean()))
         return RuleOutput(grads, clean, sum(dls) / len(dls))
 
 
 @dataclass(frozen=True)
-class ANP(_Perturbation):
+class ANP(Perturbation):
     """Activity-based node perturbation: uses only measured activity differences.
 
     δa_l = ã_l − a_l (own plus propagated noise);
@@ -137,9 +137,6 @@ class ANP(_Perturbation):
             check_sigma(self.sigma, "anp")
         check_samples(self.samples, "anp")
 
-    def passes(self, n_layers):
-        return 1 + self.samples
-
     def check(self, net):
         if self.noise == "intrinsic" and not net.noisy:
             raise ValueError(
@@ -160,8 +157,7 @@ class ANP(_Perturbation):
         w = dl * net.n_units / (norm2 + _TINY)
         grads = {}
         for i in range(net.n_layers):
-            gw, gb = _direction(w[:, None] * da[i], clean.inputs[i], K)
-            grads[param_key(i, "W")], grads[param_key(i, "b")] = gw, gb
+            _layer_grads(grads, i, w[:, None] * da[i], clean.inputs[i], K)
         return RuleOutput(grads, clean, float(dl.mean()))
 
 

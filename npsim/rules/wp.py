@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..network import param_key
-from .base import Rule, RuleOutput, check_samples, check_sigma
+from .base import RuleOutput
+from .perturbation import Perturbation
 
 __all__ = ["WP"]
 
 
 @dataclass(frozen=True)
-class WP(Rule):
+class WP(Perturbation):
     """G = (δL / σ²) ξ with ξ ~ N(0, σ²) on every W and b, δL the batch-mean loss change.
 
     Averaged over K samples; passes 1 + K (each a full pass, since every layer changes).
@@ -20,13 +21,6 @@ class WP(Rule):
     sigma: float = 1e-3
     samples: int = 1
     name = "wp"
-
-    def __post_init__(self):
-        check_sigma(self.sigma, "wp")
-        check_samples(self.samples, "wp")
-
-    def passes(self, n_layers):
-        return 1 + self.samples
 
     def __call__(self, net, params, x, y, rng):
         clean = net.forward(params, x, y, rng=rng)

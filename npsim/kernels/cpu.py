@@ -1,0 +1,42 @@
+"""Numba CPU kernels (parallel over rows, no fastmath: results match the NumPy twins)."""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+from numba import prange
+
+
+@nb.njit(parallel=True, cache=True)
+def adam_step(p, g, m, v, b1, c1, b2, c2, step, eps):
+    n = p.shape[0]
+    chunk = 4096
+    nchunks = (n + chunk - 1) // chunk
+    total = 0.0
+    for c in prange(nchunks):
+        s = 0.0
+        for i in range(c * chunk, min(n, (c + 1) * chunk)):
+            gi = g[i]
+            mi = m[i] * b1 + gi * c1
+            vi = v[i] * b2 + (gi * gi) * c2
+            m[i] = mi
+            v[i] = vi
+            u = mi * step / (math.sqrt(vi) + eps)
+            p[i] -= u
+            s += u * u
+        total += s
+    return total
+
+
+@nb.njit(parallel=True, cache=True)
+def perturb_activate(drive, perturb, a, x, slope, nonlinear):
+    rows, n = perturb.shape
+    B = drive.shape[0]
+    for r in prange(rows):
+        b = r % B
+        for j in range(n):
+            v = drive[b, j] + perturb[r, j]
+            a[r, j] = v
+            if nonlinear:
+                x[r, j] = v if v > 0 else v * slope

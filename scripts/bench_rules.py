@@ -1,0 +1,713 @@
+"""Time one training step of BP, NP, INP, ANP and DANP: npsim, plain PyTorch, and the GEMM floor.
+
+The network is the paper's MLP 784-1000-1000-1000-10: leaky ReLU (slope 0.01)
+hidden units, linear output, softmax cross-entropy, He init, Adam (lr 1e-4),
+perturbation scale sigma = 1e-3, one noisy pass per clean pass, float32. DANP
+decorrelates every layer's input (the network input included) with
+decorrelation lr 1e-3. The data are random: inputs N(0, 1), random labels.
+One step is the whole update: the forward passes, the rule's direction, the
+decorrelation update where the rule has one, and the Adam step.
+
+Three implementations of the same step, on the same shapes and the same
+initial weights:
+
+(a) npsim: ``npsim.step.train_step`` on a network built with the public
+    constructors (Dense, Network, make_node, make_loss, make_rule, adam), so
+    whatever npsim does inside is what gets timed.
+(b) PyTorch on the CPU, written the straightforward way (``TorchNet`` below):
+    ``torch.no_grad()``, float32; NP, ANP and DANP run one forward over the
+    clean and the noisy batch concatenated (2B rows); INP runs one clean pass,
+    then one pass per layer that starts from the clean drive of the perturbed
+    layer; BP uses autograd (``loss.backward()``); all use ``torch.optim.Adam``
+    (the perturbation rules set ``.grad`` by hand with npsim's formulas);
+    DANP's decorrelation forms C = offdiag(X^T X / B), then R <- R - eta C @ R.
+(c) the GEMM floor: only the matrix products the npsim step needs, in numpy
+    float32, each ``np.matmul(a, b, out=c)`` on preallocated operands. Nothing
+    else (activations, losses, noise draws, Adam, copies) is counted, so the
+    floor is an upper bound on the speed any implementation of the step can
+    reach with this BLAS.
+
+The GEMM floor, for layers l = 0..L-1 of widths n_l -> n_{l+1} and batch B
+(a product is written (m, k, n): an (m x k) times (k x n) matrix):
+
+* BP: forward x_l W_l^T, (B, n_l, n_{l+1}) for every layer; weight
+  gradients delta_l^T x_l, (n_{l+1}, B, n_l) for every layer; input gradients
+  delta_l W_l, (B, n_{l+1}, n_l) for layers 1..L-1. 3L - 1 products.
+* NP and ANP: clean forward (B, n_l, n_{l+1}) for every layer; noisy forward
+  (B, n_l, n_{l+1}) for layers 1..L-1 (layer 0's noisy activity is the clean
+  drive plus the noise, no product); update s_l^T x_l, (n_{l+1}, B, n_l) for
+  every layer. 3L - 1 products.
+* INP: clean forward (B, n_l, n_{l+1}) for every layer; for each perturbed
+  layer i, the pass from layer i up: (B, n_l, n_{l+1}) for layers i+1..L-1
+  (the perturbed layer reuses its clean drive), L(L-1)/2 products in all;
+  update (n_{l+1}, B, n_l) for every layer. 2L + L(L-1)/2 products.
+* DANP (and any D-rule): the products of the base rule, plus the input
+  decorrelation x_l R_l^T, (B, n_l, n_l), in the clean pass for every layer
+  and in every noisy pass for each layer that pass recomputes (layers 1..L-1
+  for NP/ANP; layers i+1..L-1 for INP's pass i), for DBP the backward
+  product through R, (B, n_l, n_l), for layers 1..L-1, plus the
+  decorrelation update of every layer: for B < n_l, X R, (B, n_l, n_l), then
+  X^T (X R), (n_l, B, n_l); for B >= n_l, X^T X, (n_l, B, n_l), then C R,
+  (n_l, n_l, n_l) (whichever is cheaper, as npsim does).
+
+For the default network that is 11 products for BP, NP and ANP, 14 for INP
+and 11 + 4 + 3 + 8 = 26 for DANP.
+
+Timing: ``--warmup`` steps first (they include any Numba compilation or cache
+loading), then ``--repeats`` timed repeats of ``--steps`` steps each; the
+reported time is the median per-step time over the repeats. Throughput is
+batch size / time per step. The scaling check prints, for consecutive batch
+sizes, the time ratio per doubling of the batch, (t(B2)/t(B1))**(1/log2(B2/B1)),
+and flags any above 1.8 (a step should cost at most about twice as much when
+the batch doubles).
+
+Usage:
+
+    python scripts/bench_rules.py                              # all rules, batches 64 256 1024
+    python scripts/bench_rules.py --batch 256 --rules np danp --repeats 3
+    python scripts/bench_rules.py --threads 1 --no-torch --markdown ''   # one thread, no file
+
+PyTorch is optional (``pip install -e ".[bench]"``, a CPU build); without it
+the script times npsim and the GEMM floor only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _threads_from_argv(argv) -> int:
+    """The --threads value (default: every core this process may use), read before numpy loads."""
+    n = None
+    for i, a in enumerate(argv):
+        v = None
+        if a == "--threads" and i + 1 < len(argv):
+            v = argv[i + 1]
+        elif a.startswith("--threads="):
+            v = a.split("=", 1)[1]
+        if v is not None:
+            try:
+                n = int(v)
+            except ValueError:
+                n = None  # argparse reports it
+    if n is None or n < 1:
+        n = _usable_cores()
+    return n
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+if __name__ == "__main__":  # the BLAS libraries read these when they load, so set them before numpy/torch
+    _n = _threads_from_argv(sys.argv[1:])
+    for _v in _THREAD_VARS:
+        os.environ[_v] = str(_n)
+    if _n <= (os.cpu_count() or 1):
+        os.environ["NUMBA_NUM_THREADS"] = str(_n)
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import gc  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import shlex  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from npsim.backend import get_backend  # noqa: E402
+from npsim.losses import make_loss  # noqa: E402
+from npsim.network import Dense, Network  # noqa: E402
+from npsim.nodes import make_node  # noqa: E402
+from npsim.optim import adam  # noqa: E402
+from npsim.rules import make_rule  # noqa: E402
+from npsim.step import train_step, trainable  # noqa: E402
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # optional: pip install -e ".[bench]"
+    torch = None
+    F = None
+
+try:
+    import threadpoolctl
+except ImportError:
+    threadpoolctl = None
+
+RULES = ("bp", "np", "inp", "anp", "danp")
+ALL_RULES = RULES + ("dbp", "dnp", "dinp")
+SIZES = (784, 1000, 1000, 1000, 10)
+SLOPE = 0.01
+LR = 1e-4
+SIGMA = 1e-3
+DECORRELATION_LR = 1e-3
+FLAG_PER_DOUBLING = 1.8
+TORCH_MISSING = ('torch not installed: pip install -e ".[bench]"  (a CPU build, torch==2.13.0); '
+                 "timing npsim and the GEMM floor only")
+DEFAULT_MARKDOWN = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def split_rule(name: str) -> tuple[str, bool]:
+    """"danp" -> ("anp", True): the base rule and whether every layer decorrelates its input."""
+    if name in ("bp", "np", "inp", "anp"):
+        return name, False
+    if name.startswith("d") and name[1:] in ("bp", "np", "inp", "anp"):
+        return name[1:], True
+    raise ValueError(f"unknown rule {name!r}; choose from {', '.join(ALL_RULES)}")
+
+
+# --- (a) npsim -------------------------------------------------------------------
+
+
+def build_npsim(sizes, rule: str, dtype="float32", seed: int = 0, sigma: float = SIGMA,
+                decorrelation_lr: float = DECORRELATION_LR):
+    """The benchmark MLP and rule in npsim. Returns (backend, net, rule, params)."""
+    base, dec = split_rule(rule)
+    be = get_backend("numpy", dtype)
+    L = len(sizes) - 1
+    layers = [Dense(sizes[i], sizes[i + 1],
+                    make_node("leaky_relu", slope=SLOPE) if i < L - 1 else make_node("linear"),
+                    decorrelate=dec)
+              for i in range(L)]
+    net = Network(layers, make_loss("cross_entropy"))
+    kw = {} if base == "bp" else {"sigma": sigma}
+    r = make_rule(rule, decorrelation_lr=decorrelation_lr, **kw)
+    r.check(net)
+    params = net.init(be.stream(seed), be, scheme="he")
+    return be, net, r, params
+
+
+class NpsimStep:
+    """One npsim training step per call, carrying parameters and optimizer state along."""
+
+    def __init__(self, sizes, rule, x, y, seed: int = 0):
+        self.be, self.net, self.rule, self.params = build_npsim(sizes, rule, seed=seed)
+        self.opt = adam(LR)
+        self.opt_state = self.opt.init(trainable(self.params))
+        self.rng = self.be.stream(seed + 1)
+        self.x, self.y = self.be.asarray(x), np.asarray(y)
+
+    def __call__(self):
+        self.params, self.opt_state, _ = train_step(self.net, self.rule, self.opt, self.params,
+                                                    self.opt_state, self.x, self.y, self.rng)
+
+
+# --- (b) plain PyTorch -------------------------------------------------------------
+
+
+class TorchNet:
+    """The benchmark MLP and one rule in plain PyTorch on the CPU.
+
+    params : npsim-style dict of numpy arrays ("layer0/W", "layer0/b", "layer0/R"),
+        copied, so both implementations start from the same weights.
+    noise : optional ``noise(rows, n) -> tensor`` of N(0, sigma^2) draws, called in
+        the order npsim draws its noise (layer by layer); default ``torch.randn``.
+    ``step(x, y)`` does one training step and returns the update direction as a
+    dict of tensors under npsim's keys (for BP: the gradient autograd computed).
+    """
+
+    def __init__(self, params: dict, sizes, rule: str, *, lr: float = LR, sigma: float = SIGMA,
+                 decorrelation_lr: float = DECORRELATION_LR, slope: float = SLOPE, noise=None):
+        self.base, self.decorrelate = split_rule(rule)
+        self.L = len(sizes) - 1
+        self.sizes = tuple(sizes)
+        self.sigma, self.dec_lr, self.slope = sigma, decorrelation_lr, slope
+        t = lambda a: torch.from_numpy(np.array(a, copy=True))  # noqa: E731
+        self.W = [torch.nn.Parameter(t(params[f"layer{i}/W"])) for i in range(self.L)]
+        self.b = [torch.nn.Parameter(t(params[f"layer{i}/b"])) for i in range(self.L)]
+        self.R = [t(params[f"layer{i}/R"]) for i in range(self.L)] if self.decorrelate else None
+        self.opt = torch.optim.Adam(self.W + self.b, lr=lr)
+        dtype = self.W[0].dtype
+        self.noise = noise or (lambda rows, n: torch.randn(rows, n, dtype=dtype) * sigma)
+        self.n_units = sum(self.sizes[1:])
+
+    def act(self, a, layer):
+        return F.leaky_relu(a, self.slope) if layer < self.L - 1 else a
+
+    def step(self, x, y):
+        if self.base == "bp":
+            return self._bp(x, y)
+        with torch.no_grad():
+            return {"np": self._np, "anp": self._anp, "inp": self._inp}[self.base](x, y)
+
+    # one step of each rule
+
+    def _bp(self, x, y):
+        xs = []
+        h = x
+        for i in range(self.L):
+            if self.decorrelate:
+                h = h @ self.R[i].T
+            xs.append(h.detach())
+            h = self.act(h @ self.W[i].T + self.b[i], i)
+        loss = F.cross_entropy(h, y)
+        self.opt.zero_grad()
+        loss.backward()
+        grads = self._grads()
+        self.opt.step()
+        with torch.no_grad():
+            self._decorrelation(xs)
+        return grads
+
+    def _two_passes(self, x, y):
+        """Clean and noisy batch in one forward over 2B rows: clean inputs, activities, eps, δℓ."""
+        B = x.shape[0]
+        h = torch.cat([x, x])
+        xs, acts, eps = [], [], []
+        for i in range(self.L):
+            if self.decorrelate:
+                h = h @ self.R[i].T
+            xs.append(h[:B])
+            a = h @ self.W[i].T + self.b[i]
+            e = self.noise(B, self.sizes[i + 1])
+            a[B:] += e
+            eps.append(e)
+            acts.append(a)
+            h = self.act(a, i)
+        loss = F.cross_entropy(h, torch.cat([y, y]), reduction="none")
+        return xs, acts, eps, loss[B:] - loss[:B]
+
+    def _np(self, x, y):
+        B = x.shape[0]
+        xs, _, eps, dl = self._two_passes(x, y)
+        w = dl / self.sigma**2
+        for i in range(self.L):
+            s = w[:, None] * eps[i]
+            self.W[i].grad = s.T @ xs[i] / B
+            self.b[i].grad = s.sum(0) / B
+        grads = self._grads()
+        self.opt.step()
+        self._decorrelation(xs)
+        return grads
+
+    def _anp(self, x, y):
+        B = x.shape[0]
+        xs, acts, _, dl = self._two_passes(x, y)
+        da = [a[B:] - a[:B] for a in acts]
+        norm2 = sum((d * d).sum(1) for d in da)
+        w = dl * self.n_units / (norm2 + 1e-30)
+        for i in range(self.L):
+            s = w[:, None] * da[i]
+            self.W[i].grad = s.T @ xs[i] / B
+            self.b[i].grad = s.sum(0) / B
+        grads = self._grads()
+        self.opt.step()
+        self._decorrelation(xs)
+        return grads
+
+    def _inp(self, x, y):
+        B = x.shape[0]
+        h = x
+        xs, drives = [], []
+        for i in range(self.L):
+            if self.decorrelate:
+                h = h @ self.R[i].T
+            xs.append(h)
+            d = h @ self.W[i].T + self.b[i]
+            drives.append(d)
+            h = self.act(d, i)
+        loss0 = F.cross_entropy(h, y, reduction="none")
+        for i in range(self.L):  # pass i: noise in layer i only, the clean pass below it reused
+            e = self.noise(B, self.sizes[i + 1])
+            h = self.act(drives[i] + e, i)
+            for j in range(i + 1, self.L):
+                if self.decorrelate:
+                    h = h @ self.R[j].T
+                h = self.act(h @ self.W[j].T + self.b[j], j)
+            dl = F.cross_entropy(h, y, reduction="none") - loss0
+            w = dl * self.sizes[i + 1] / ((e * e).sum(1) + 1e-30)
+            s = w[:, None] * e
+            self.W[i].grad = s.T @ xs[i] / B
+            self.b[i].grad = s.sum(0) / B
+        grads = self._grads()
+        self.opt.step()
+        self._decorrelation(xs)
+        return grads
+
+    def _decorrelation(self, xs):
+        """R <- R - eta offdiag(X^T X / B) R for every layer, X the clean pass's decorrelated input."""
+        if not self.decorrelate:
+            return
+        for i in range(self.L):
+            X = xs[i]
+            C = X.T @ X / X.shape[0]
+            C.fill_diagonal_(0)
+            self.R[i] -= self.dec_lr * (C @ self.R[i])
+
+    def _grads(self):
+        g = {}
+        for i in range(self.L):
+            g[f"layer{i}/W"], g[f"layer{i}/b"] = self.W[i].grad, self.b[i].grad
+        return g
+
+    def params(self) -> dict:
+        """Current parameters as numpy arrays under npsim's keys."""
+        p = {}
+        for i in range(self.L):
+            p[f"layer{i}/W"] = self.W[i].detach().numpy().copy()
+            p[f"layer{i}/b"] = self.b[i].detach().numpy().copy()
+            if self.decorrelate:
+                p[f"layer{i}/R"] = self.R[i].numpy().copy()
+        return p
+
+
+class TorchStep:
+    """One PyTorch training step per call."""
+
+    def __init__(self, sizes, rule, x, y, seed: int = 0):
+        _, _, _, params = build_npsim(sizes, rule, seed=seed)  # the same initial weights as npsim
+        torch.manual_seed(seed)
+        self.model = TorchNet(params, sizes, rule)
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+
+    def __call__(self):
+        self.model.step(self.x, self.y)
+
+
+# --- (c) the GEMM floor -----------------------------------------------------------
+
+
+def _forward(sizes, rows, layers, decorrelate, label):
+    """Products of a pass through ``layers`` with ``rows`` rows (R first where decorrelating)."""
+    out = []
+    for i in layers:
+        if decorrelate:
+            out.append((rows, sizes[i], sizes[i], f"{label} R{i}"))
+        out.append((rows, sizes[i], sizes[i + 1], f"{label} W{i}"))
+    return out
+
+
+def _update(sizes, B):
+    return [(sizes[i + 1], B, sizes[i], f"update W{i}") for i in range(len(sizes) - 1)]
+
+
+def _decorrelation(sizes, B):
+    out = []
+    for i in range(len(sizes) - 1):
+        n = sizes[i]
+        if B < n:
+            out += [(B, n, n, f"decorrelation XR{i}"), (n, B, n, f"decorrelation Xt(XR){i}")]
+        else:
+            out += [(n, B, n, f"decorrelation XtX{i}"), (n, n, n, f"decorrelation CR{i}")]
+    return out
+
+
+def gemm_bp(sizes, B, decorrelate=False):
+    """BP: forward, weight gradients, input gradients of layers 1..L-1 (+ R and decorrelation for DBP)."""
+    L = len(sizes) - 1
+    out = _forward(sizes, B, range(L), decorrelate, "clean")
+    out += [(sizes[i + 1], B, sizes[i], f"grad W{i}") for i in range(L)]
+    out += [(B, sizes[i + 1], sizes[i], f"grad x{i}") for i in range(1, L)]
+    if decorrelate:
+        out += [(B, sizes[i], sizes[i], f"grad x{i} R") for i in range(1, L)]
+        out += _decorrelation(sizes, B)
+    return out
+
+
+def gemm_np(sizes, B, decorrelate=False, samples=1):
+    """NP: clean pass, noisy pass from layer 1 up (layer 0 reuses the clean drive), update."""
+    L = len(sizes) - 1
+    out = _forward(sizes, B, range(L), decorrelate, "clean")
+    out += _forward(sizes, samples * B, range(1, L), decorrelate, "noisy")
+    out += _update(sizes, B)
+    return out + (_decorrelation(sizes, B) if decorrelate else [])
+
+
+def gemm_anp(sizes, B, decorrelate=False, samples=1):
+    """ANP: the same products as NP (it differs only in elementwise work)."""
+    return gemm_np(sizes, B, decorrelate, samples)
+
+
+def gemm_inp(sizes, B, decorrelate=False, samples=1):
+    """INP: clean pass, pass i from layer i+1 up for each layer i, update."""
+    L = len(sizes) - 1
+    out = _forward(sizes, B, range(L), decorrelate, "clean")
+    for i in range(L):
+        out += _forward(sizes, samples * B, range(i + 1, L), decorrelate, f"pass{i}")
+    out += _update(sizes, B)
+    return out + (_decorrelation(sizes, B) if decorrelate else [])
+
+
+GEMM = {"bp": gemm_bp, "np": gemm_np, "inp": gemm_inp, "anp": gemm_anp}
+
+
+def gemm_shapes(rule: str, sizes, B) -> list[tuple[int, int, int, str]]:
+    """The (m, k, n, what) matrix products of one npsim step of ``rule``."""
+    base, dec = split_rule(rule)
+    return GEMM[base](tuple(sizes), B, dec)
+
+
+def gemm_flops(shapes) -> int:
+    return sum(2 * m * k * n for m, k, n, _ in shapes)
+
+
+class GemmStep:
+    """All of a rule's products once per call, on preallocated float32 operands."""
+
+    def __init__(self, shapes, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.ops = [(rng.standard_normal((m, k), dtype=np.float32),
+                     rng.standard_normal((k, n), dtype=np.float32),
+                     np.empty((m, n), dtype=np.float32)) for m, k, n, _ in shapes]
+
+    def __call__(self):
+        for a, b, c in self.ops:
+            np.matmul(a, b, out=c)
+
+
+# --- timing and reporting ----------------------------------------------------------
+
+
+def time_step(step, warmup: int, repeats: int, steps: int) -> float:
+    """Median over ``repeats`` of the mean time of ``steps`` consecutive calls, after ``warmup`` calls."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        times.append((time.perf_counter() - t0) / steps)
+    return statistics.median(times)
+
+
+def machine_info(threads: int, use_torch: bool) -> list[str]:
+    lines = []
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    lines.append(f"CPU: {cpu}; {os.cpu_count()} logical cores, {_usable_cores()} usable by this process")
+    lines.append(f"Python {platform.python_version()}, numpy {np.__version__}, BLAS: {numpy_blas()}")
+    try:
+        import numba
+
+        lines.append(f"numba {numba.__version__}")
+    except ImportError:
+        pass
+    if use_torch:
+        lines.append(f"torch {torch.__version__}, BLAS: {torch_blas()}")
+    lines.append(f"threads: {threads} (numpy BLAS and torch.set_num_threads)")
+    lines.append(f"date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
+    return lines
+
+
+def numpy_blas() -> str:
+    if threadpoolctl is not None:
+        info = [f"{d.get('internal_api')} {d.get('version')} ({d.get('architecture')}, "
+                f"{d.get('num_threads')} threads)"
+                for d in threadpoolctl.threadpool_info() if d.get("user_api") == "blas"]
+        if info:
+            return "; ".join(info)
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]
+        extra = blas.get("openblas configuration", "")
+        return f"{blas.get('name')} {blas.get('version')}" + (f" ({extra})" if extra else "")
+    except Exception:  # older numpy: no dicts mode
+        return "unknown"
+
+
+def torch_blas() -> str:
+    cfg = torch.__config__.show()
+    m = re.search(r"BLAS_INFO=(\w+)", cfg)
+    name = m.group(1) if m else "unknown"
+    mkl = re.search(r"Math Kernel Library Version ([\w.\-]+)", cfg)
+    return name + (f" {mkl.group(1)}" if name == "mkl" and mkl else "")
+
+
+def fmt_rate(t):
+    return "-" if t is None else f"{1 / t:,.0f}" if t > 0 else "inf"
+
+
+def table_rows(B, res, rules, use_torch):
+    head = ["rule", "npsim samples/s"]
+    if use_torch:
+        head += ["torch samples/s", "npsim/torch"]
+    head += ["GEMM floor samples/s", "npsim/floor"]
+    rows = []
+    for r in rules:
+        t = res[B][r]
+        row = [r.upper(), fmt_rate(t["npsim"] / B)]
+        if use_torch:
+            row += [fmt_rate(t["torch"] / B), f"{t['torch'] / t['npsim']:.2f}"]
+        row += [fmt_rate(t["floor"] / B), f"{t['floor'] / t['npsim']:.2f}"]
+        rows.append(row)
+    return head, rows
+
+
+def print_table(head, rows):
+    w = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
+    print("  ".join(h.rjust(w[i]) if i else h.ljust(w[i]) for i, h in enumerate(head)))
+    for row in rows:
+        print("  ".join(c.rjust(w[i]) if i else c.ljust(w[i]) for i, c in enumerate(row)))
+
+
+def md_table(head, rows):
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def scaling(res, batches, rules, impls):
+    """Rows (rule, impl, [(ratio, per doubling)...]) over consecutive batch sizes, and whether any is flagged."""
+    rows, flagged = [], False
+    pairs = list(zip(batches[:-1], batches[1:]))
+    for r in rules:
+        for impl in impls:
+            cells = []
+            for b1, b2 in pairs:
+                ratio = res[b2][r][impl] / res[b1][r][impl]
+                per = ratio ** (1 / math.log2(b2 / b1))
+                flag = per > FLAG_PER_DOUBLING
+                flagged |= flag
+                cells.append(f"{ratio:.2f} ({per:.2f}/2x){' FLAG' if flag else ''}")
+            rows.append([r.upper(), impl] + cells)
+    head = ["rule", "impl"] + [f"t({b2})/t({b1})" for b1, b2 in pairs]
+    return head, rows, flagged
+
+
+def parse_sizes(s: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in s.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sizes must look like 784-1000-10, got {s!r}") from None
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"sizes need at least two positive widths, got {s!r}")
+    return sizes
+
+
+def positive(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
+    return v
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Time one training step per rule: npsim, PyTorch, GEMM floor.")
+    p.add_argument("--batch", type=positive, nargs="+", default=[64, 256, 1024], help="batch sizes (default 64 256 1024)")
+    p.add_argument("--rules", nargs="+", choices=ALL_RULES, default=list(RULES),
+                   help="rules to time (default bp np inp anp danp)")
+    p.add_argument("--threads", type=positive, default=None,
+                   help="threads for numpy's BLAS and torch (default: every usable core)")
+    p.add_argument("--repeats", type=positive, default=7, help="timed repeats; the median is reported (default 7)")
+    p.add_argument("--steps", type=positive, default=3, help="steps per timed repeat (default 3)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
+    p.add_argument("--markdown", default=str(DEFAULT_MARKDOWN),
+                   help="write the tables here (default docs/benchmarks.md; '' writes nothing)")
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--sizes", type=parse_sizes, default=SIZES, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    threads = args.threads or _usable_cores()
+    if threadpoolctl is not None:
+        threadpoolctl.threadpool_limits(threads)
+    use_torch = not args.no_torch
+    if use_torch and torch is None:
+        print(TORCH_MISSING, flush=True)
+        use_torch = False
+    if use_torch:
+        torch.set_num_threads(threads)
+    batches = sorted(set(args.batch))
+    rules = list(dict.fromkeys(args.rules))
+    sizes = args.sizes
+    info = machine_info(threads, use_torch)
+    arch = "-".join(map(str, sizes))
+    print(f"npsim step benchmark: MLP {arch}, float32, Adam lr {LR:g}, sigma {SIGMA:g}, "
+          f"warmup {args.warmup}, median of {args.repeats} x {args.steps} steps")
+    for line in info:
+        print("  " + line)
+
+    res = {}
+    tables = {}
+    data_rng = np.random.default_rng(args.seed)
+    for B in batches:
+        x = data_rng.standard_normal((B, sizes[0]), dtype=np.float32)
+        y = data_rng.integers(0, sizes[-1], size=B).astype(np.int64)
+        res[B] = {}
+        for r in rules:
+            t = {"npsim": time_step(NpsimStep(sizes, r, x, y, args.seed), args.warmup, args.repeats, args.steps)}
+            if use_torch:
+                t["torch"] = time_step(TorchStep(sizes, r, x, y, args.seed), args.warmup, args.repeats, args.steps)
+            t["floor"] = time_step(GemmStep(gemm_shapes(r, sizes, B), args.seed), args.warmup, args.repeats,
+                                   args.steps)
+            res[B][r] = t
+        head, rows = table_rows(B, res, rules, use_torch)
+        tables[B] = (head, rows)
+        print(f"\nbatch {B}:")
+        print_table(head, rows)
+
+    impls = ["npsim"] + (["torch"] if use_torch else []) + ["floor"]
+    scale = None
+    print()
+    if len(batches) > 1:
+        scale = scaling(res, batches, rules, impls)
+        print(f"scaling: step-time ratio between consecutive batch sizes (per doubling of the batch); "
+              f"FLAG: more than {FLAG_PER_DOUBLING}x per doubling")
+        print_table(scale[0], scale[1])
+        print("some step time grows faster than the batch: see FLAG" if scale[2] else "no rule flagged")
+    else:
+        print("scaling check: needs at least two batch sizes")
+
+    if args.markdown:
+        cmd = "python scripts/bench_rules.py" + ("" if not argv else " " + shlex.join(argv))
+        write_markdown(Path(args.markdown), cmd, info, sizes, args, tables, scale, rules, batches)
+        print(f"\nwrote {args.markdown}")
+    return 0
+
+
+def write_markdown(path: Path, cmd, info, sizes, args, tables, scale, rules, batches):
+    arch = "-".join(map(str, sizes))
+    out = ["# Training-step benchmark", "",
+           "Throughput of one training step (forward passes, update direction, decorrelation where the rule "
+           "has it, Adam step) of npsim, of a plain PyTorch CPU implementation of the same rule, and of the "
+           "GEMM floor (the matrix products the npsim step needs, alone). Generated by "
+           "`scripts/bench_rules.py`; its docstring lists the products of each floor.", "",
+           f"Command: `{cmd}`", ""]
+    out += [f"- {line}" for line in info]
+    out += [f"- network: MLP {arch}, leaky ReLU (slope {SLOPE}) hidden units, linear output, softmax "
+            f"cross-entropy, He init, float32; Adam lr {LR:g}; sigma {SIGMA:g}, one noisy pass per clean pass; "
+            f"DANP decorrelates every layer's input, decorrelation lr {DECORRELATION_LR:g}; random data",
+            f"- timing: {args.warmup} warm-up steps, then the median of {args.repeats} repeats of "
+            f"{args.steps} steps; samples/s = batch / time per step",
+            "- npsim/torch: npsim throughput over PyTorch throughput (> 1: npsim is faster); "
+            "npsim/floor: npsim throughput as a fraction of the GEMM floor's", ""]
+    for B in batches:
+        head, rows = tables[B]
+        out += [f"## Batch {B}", ""] + md_table(head, rows) + [""]
+        flops = ", ".join(f"{r.upper()} {gemm_flops(gemm_shapes(r, sizes, B)) / 1e9:.2f}" for r in rules)
+        out += [f"GEMM floor GFLOP per step: {flops}.", ""]
+    if scale is not None:
+        out += ["## Scaling with the batch", "",
+                f"Step-time ratio between consecutive batch sizes, and in brackets per doubling of the batch; "
+                f"FLAG marks more than {FLAG_PER_DOUBLING}x per doubling.", ""]
+        out += md_table(scale[0], scale[1]) + [""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""scripts/bench_rules.py: its PyTorch reference rules equal npsim's, and the script runs end to end."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npsim.optim import adam
+from npsim.step import train_step, trainable
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "bench_rules.py"
+SIZES = (7, 6, 5, 3)
+SIGMA = 1e-2
+LR = 1e-3
+NO_TORCH = "PyTorch is not installed (it is the optional bench extra: pip install -e \".[bench]\")"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_rules", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class Recorder:
+    """A random stream that remembers every Gaussian draw, to replay it into the PyTorch rule."""
+
+    def __init__(self, rng):
+        self.rng = rng
+        self.draws = []
+
+    def normal(self, shape, scale=1.0, dtype=None):
+        z = self.rng.normal(shape, scale=scale, dtype=dtype)
+        self.draws.append(z.copy())
+        return z
+
+    def __getattr__(self, name):
+        return getattr(self.rng, name)
+
+
+def close(a, b, tol=1e-10):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = max(float(np.abs(b).max()), 1e-300)
+    return float(np.abs(a - b).max()) <= tol * scale, float(np.abs(a - b).max()) / scale
+
+
+@pytest.mark.parametrize("rule", ["bp", "np", "inp", "anp", "danp", "dnp", "dinp", "dbp"])
+def test_torch_rule_equals_npsim(bench, rule):
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
+    be, net, r, params = bench.build_npsim(SIZES, rule, dtype="float64", seed=0, sigma=SIGMA)
+    data = np.random.default_rng(1)
+    if rule.startswith("d"):  # start R away from the identity so the forward through R is checked too
+        for i in net.decorrelated:
+            n = SIZES[i]
+            params[f"layer{i}/R"] = np.eye(n) + 0.1 * data.standard_normal((n, n))
+    B = 6  # below the input width 7 and above the hidden widths: both forms of npsim's C R
+    x = data.standard_normal((B, SIZES[0]))
+    y = data.integers(0, SIZES[-1], size=B).astype(np.int64)
+
+    opt = adam(LR)
+    state = opt.init(trainable(params))
+    rng = Recorder(be.stream(2))
+    replay = []
+
+    def noise(rows, n):
+        z = replay.pop(0)
+        assert z.shape == (rows, n), "the PyTorch rule draws its noise in another order or shape than npsim"
+        return torch.from_numpy(z)
+
+    model = bench.TorchNet(params, SIZES, rule, lr=LR, sigma=SIGMA, noise=noise)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    old = {k: v.copy() for k, v in params.items()}
+    for step in range(2):  # two steps: Adam's moments carry over
+        params, state, out = train_step(net, r, opt, params, state, x, y, rng)
+        replay.extend(rng.draws)
+        n_draws = len(rng.draws)
+        rng.draws.clear()
+        grads = model.step(xt, yt)
+        assert not replay, f"step {step}: PyTorch used fewer noise draws than npsim's {n_draws}"
+        assert (n_draws > 0) == (rule not in ("bp", "dbp"))
+        assert set(grads) == set(out.grads)
+        for k, g in out.grads.items():
+            ok, err = close(grads[k].numpy(), g)
+            assert ok, f"{rule} step {step}: direction {k} differs by {err:.2e} (relative)"
+        new = model.params()
+        assert set(new) == set(params)
+        for k in params:  # compare the changes, which are small against the parameters themselves
+            ok, err = close(new[k] - old[k], params[k] - old[k])
+            assert ok, f"{rule} step {step}: change of {k} differs by {err:.2e} (relative)"
+
+
+def test_gemm_floor_lists_the_products_of_each_rule(bench):
+    s = (784, 1000, 1000, 1000, 10)
+    count = {r: len(bench.gemm_shapes(r, s, 64)) for r in ("bp", "np", "inp", "anp", "danp")}
+    assert count == {"bp": 11, "np": 11, "inp": 14, "anp": 11, "danp": 26}
+    # DANP's decorrelation update: X R then X^T (X R) below the width, X^T X then C R above it
+    dec64 = [sh for sh in bench.gemm_shapes("danp", s, 64) if "decorrelation" in sh[3]]
+    dec1024 = [sh for sh in bench.gemm_shapes("danp", s, 1024) if "decorrelation" in sh[3]]
+    assert (64, 784, 784) in [sh[:3] for sh in dec64] and (784, 784, 784) in [sh[:3] for sh in dec1024]
+    np_flops = bench.gemm_flops(bench.gemm_shapes("np", (10, 20, 5), 8))
+    assert np_flops == 2 * (8 * 10 * 20 + 8 * 20 * 5) + 2 * 8 * 20 * 5 + 2 * (20 * 8 * 10 + 5 * 8 * 20)
+
+
+def _run(args, tmp_path, prelude=None):
+    if prelude is None:
+        cmd = [sys.executable, str(SCRIPT), *args]
+    else:
+        code = (f"import runpy, sys; {prelude}; sys.argv = {[str(SCRIPT), *args]!r}; "
+                f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
+        cmd = [sys.executable, "-c", code]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+def test_script_runs_end_to_end(tmp_path):
+    md = tmp_path / "bench.md"
+    out = _run(["--batch", "8", "--repeats", "1", "--steps", "1", "--warmup", "1", "--rules", "np", "danp",
+                "--sizes", "20-16-12-4", "--threads", "1", "--markdown", str(md)], tmp_path)
+    assert "batch 8:" in out and "DANP" in out and "scaling check: needs at least two batch sizes" in out
+    text = md.read_text()
+    assert "--sizes 20-16-12-4" in text and "threads: 1" in text
+    assert "| NP |" in text and "| DANP |" in text and "GEMM floor samples/s" in text
+    has_torch = importlib.util.find_spec("torch") is not None
+    assert ("torch samples/s" in text) == has_torch
+
+
+def test_script_without_torch_times_npsim_and_the_floor(tmp_path):
+    md = tmp_path / "bench.md"
+    out = _run(["--batch", "4", "8", "--repeats", "1", "--steps", "1", "--warmup", "0", "--rules", "bp", "inp",
+                "--sizes", "12-8-3", "--markdown", str(md)], tmp_path, prelude="sys.modules['torch'] = None")
+    assert ('torch not installed: pip install -e ".[bench]"  (a CPU build, torch==2.13.0); '
+            "timing npsim and the GEMM floor only") in out
+    assert "batch 4:" in out and "batch 8:" in out and "t(8)/t(4)" in out
+    text = md.read_text()
+    assert "torch samples/s" not in text and "## Scaling with the batch" in text

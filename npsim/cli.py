@@ -66,9 +66,9 @@ def _cmd_train(args) -> int:
 
     progress = not args.quiet
     if args.resume:
-        if args.config or args.overrides or args.seed is not None or args.backend:
-            return _fail("--resume continues a run with its stored config; do not pass a config, --set, --seed "
-                         "or --backend with it")
+        if args.config or args.overrides or args.seed is not None or args.backend or args.out:
+            return _fail("--resume continues a run in its own file with its stored config; do not pass a config, "
+                         "--out, --set, --seed or --backend with it")
         try:
             res = resume(args.resume, progress=progress)
         except Diverged as exc:

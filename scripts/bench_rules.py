@@ -58,8 +58,9 @@ loading), then ``--repeats`` timed repeats of ``--steps`` steps each; the
 reported time is the median per-step time over the repeats. Throughput is
 batch size / time per step. The scaling check prints, for consecutive batch
 sizes, the time ratio per doubling of the batch, (t(B2)/t(B1))**(1/log2(B2/B1)),
-and flags any above 1.8 (a step should cost at most about twice as much when
-the batch doubles).
+and flags any above 2.1: linear cost gives 2.0 per doubling (less while
+fixed per-step costs still matter), so more than that means work that grows
+faster than the batch (hidden O(B^2) work).
 
 Usage:
 
@@ -152,7 +153,7 @@ SLOPE = 0.01
 LR = 1e-4
 SIGMA = 1e-3
 DECORRELATION_LR = 1e-3
-FLAG_PER_DOUBLING = 1.8
+FLAG_PER_DOUBLING = 2.1
 TORCH_MISSING = ('torch not installed: pip install -e ".[bench]"  (a CPU build, torch==2.13.0); '
                  "timing npsim and the GEMM floor only")
 DEFAULT_MARKDOWN = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"

@@ -1,20 +1,25 @@
-"""Numba CPU kernels (parallel over rows, no fastmath: results match the NumPy twins)."""
+"""Numba CPU kernels (no fastmath: results match the NumPy twins).
+
+They are serial on purpose: they are memory-bound, and parallel Numba regions
+interleaved with multi-threaded BLAS calls made each wait for the other's
+spinning threads (a measured 2x slowdown of the whole step on 2 cores).
+"""
 
 from __future__ import annotations
 
 import math
 
 import numba as nb
-from numba import prange
 
 
-@nb.njit(parallel=True, cache=True)
+
+@nb.njit(cache=True)
 def adam_step(p, g, m, v, b1, c1, b2, c2, step, eps):
     n = p.shape[0]
     chunk = 4096
     nchunks = (n + chunk - 1) // chunk
     total = 0.0
-    for c in prange(nchunks):
+    for c in range(nchunks):
         s = 0.0
         for i in range(c * chunk, min(n, (c + 1) * chunk)):
             gi = g[i]
@@ -29,11 +34,11 @@ def adam_step(p, g, m, v, b1, c1, b2, c2, step, eps):
     return total
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True)
 def perturb_activate(drive, perturb, a, x, slope, nonlinear):
     rows, n = perturb.shape
     B = drive.shape[0]
-    for r in prange(rows):
+    for r in range(rows):
         b = r % B
         for j in range(n):
             v = drive[b, j] + perturb[r, j]

@@ -283,14 +283,7 @@ class TorchNet:
         B = x.shape[0]
         xs, _, eps, dl = self._two_passes(x, y)
         w = dl / self.sigma**2
-        for i in range(self.L):
-            s = w[:, None] * eps[i]
-            self.W[i].grad = s.T @ xs[i] / B
-            self.b[i].grad = s.sum(0) / B
-        grads = self._grads()
-        self.opt.step()
-        self._decorrelation(xs)
-        return grads
+        return self._step_from_signals(xs, [w[:, None] * e for e in eps], B)
 
     def _anp(self, x, y):
         B = x.shape[0]
@@ -298,8 +291,11 @@ class TorchNet:
         da = [a[B:] - a[:B] for a in acts]
         norm2 = sum((d * d).sum(1) for d in da)
         w = dl * self.n_units / (norm2 + 1e-30)
-        for i in range(self.L):
-            s = w[:, None] * da[i]
+        return self._step_from_signals(xs, [w[:, None] * d for d in da], B)
+
+    def _step_from_signals(self, xs, signals, B):
+        """G_W = sᵀ x / B and G_b = Σ s / B per layer, then the Adam step and the decorrelation update."""
+        for i, s in enumerate(signals):
             self.W[i].grad = s.T @ xs[i] / B
             self.b[i].grad = s.sum(0) / B
         grads = self._grads()

@@ -1,3 +1,3 @@
-"""npsim: simulate and train noisy, discontinuous and spiking neural networks by node perturbation."""
+"""npsim: simulate and train noisy and discontinuous neural networks by node perturbation."""
 
 __version__ = "0.1.0"

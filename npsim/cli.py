@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="npsim", description="Train noisy, discontinuous and spiking networks by node perturbation.")
+    p = _Parser(prog="npsim", description="Train noisy and discontinuous networks by node perturbation.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 

@@ -315,6 +315,7 @@ class TorchNet:
             drives.append(d)
             h = self.act(d, i)
         loss0 = F.cross_entropy(h, y, reduction="none")
+        signals = []
         for i in range(self.L):  # pass i: noise in layer i only, the clean pass below it reused
             e = self.noise(B, self.sizes[i + 1])
             h = self.act(drives[i] + e, i)
@@ -324,13 +325,8 @@ class TorchNet:
                 h = self.act(h @ self.W[j].T + self.b[j], j)
             dl = F.cross_entropy(h, y, reduction="none") - loss0
             w = dl * self.sizes[i + 1] / ((e * e).sum(1) + 1e-30)
-            s = w[:, None] * e
-            self.W[i].grad = s.T @ xs[i] / B
-            self.b[i].grad = s.sum(0) / B
-        grads = self._grads()
-        self.opt.step()
-        self._decorrelation(xs)
-        return grads
+            signals.append(w[:, None] * e)
+        return self._step_from_signals(xs, signals, B)
 
     def _decorrelation(self, xs):
         """R <- R - eta offdiag(X^T X / B) R for every layer, X the clean pass's decorrelated input."""

@@ -131,11 +131,6 @@ class RandomStream:
     def permutation(self, n: int):
         return self._gen.permutation(n)
 
-    def spawn(self, n: int) -> list[RandomStream]:
-        """``n`` independent child streams (deterministic given this stream's state)."""
-        seeds = self._gen.integers(0, 2**63 - 1, size=n)
-        return [RandomStream(self.backend, int(s)) for s in seeds]
-
     # -- exact save / restore ---------------------------------------------
     def state(self) -> np.ndarray:
         """The full generator state as a ``uint64`` array of length 6."""

@@ -126,10 +126,6 @@ class Network:
         return any(layer.node.noisy for layer in self.layers)
 
     @property
-    def stochastic(self) -> bool:
-        return any(layer.node.noisy or layer.node.stochastic for layer in self.layers)
-
-    @property
     def decorrelated(self) -> list[int]:
         return [i for i, layer in enumerate(self.layers) if layer.decorrelate]
 

@@ -24,13 +24,13 @@ from .backend import Backend, get_backend
 from .config import Config, parse_toml
 from .data import Dataset, epoch_order, load_dataset
 from .losses import make_loss
-from .network import Dense, Network, param_key
+from .network import Dense, Network
 from .nodes import make_node
 from .optim import cosine_decay, make_optimizer
 from .rules import make_rule
 from .rules import split_name as split_rule_name
 from .step import evaluate, train_step, trainable
-from .trajectory import Series, TrajectoryWriter, read_trajectory
+from .trajectory import Series, TrajectoryWriter
 
 __all__ = ["Experiment", "build", "run", "resume", "RunResult", "Diverged", "default_output"]
 
@@ -329,14 +329,3 @@ def _result(writer, status, epoch, step, last, t0, message) -> RunResult:
     writer.finish(status, **({"message": message} if message else {}))
     return RunResult(Path(writer.path), status, epoch, step, last["test_accuracy"], last["test_loss"],
                      last["train_accuracy"], time.perf_counter() - t0, message)
-
-
-def load_result(path) -> RunResult:
-    """A :class:`RunResult` summary of a finished trajectory file."""
-    tr = read_trajectory(path, snapshots=False)
-    ep = tr.epochs
-    last = {k: (float(ep[k][-1]) if len(ep.get(k, [])) else float("nan"))
-            for k in ("test_accuracy", "test_loss", "train_accuracy")}
-    return RunResult(Path(path), tr.status, int(ep["epoch"][-1]) if len(ep.get("epoch", [])) else 0,
-                     int(tr.steps["step"].shape[0]), last["test_accuracy"], last["test_loss"], last["train_accuracy"],
-                     float(ep["wall_time"][-1]) if len(ep.get("wall_time", [])) else float("nan"))

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from npsim.backend import get_backend

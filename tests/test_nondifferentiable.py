@@ -7,7 +7,6 @@ the hidden layers learned.
 """
 
 import numpy as np
-import pytest
 
 from conftest import mlp
 from npsim.backend import get_backend

@@ -38,9 +38,6 @@ class Rule:
     """
 
     name = "rule"
-    #: forward passes per update for a network of L layers and K samples
-    def passes(self, n_layers: int) -> int:  # pragma: no cover - overridden
-        raise NotImplementedError
 
     def check(self, net: Network) -> None:
         """Raise ``ValueError`` if this rule cannot train ``net``."""

@@ -15,9 +15,6 @@ class BP(Rule):
 
     name = "bp"
 
-    def passes(self, n_layers: int) -> int:
-        return 1
-
     def check(self, net):
         net.require_differentiable("BP")
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..network import param_key
-from .base import Rule, RuleOutput
+from .base import Rule
 
 __all__ = ["Decorrelate", "decorrelate", "decorrelation_step"]
 
@@ -67,9 +67,6 @@ class Decorrelate(Rule):
     @property
     def name(self):  # type: ignore[override]
         return "d" + self.inner.name
-
-    def passes(self, n_layers):
-        return self.inner.passes(n_layers)
 
     def check(self, net):
         if not net.decorrelated:

@@ -37,9 +37,6 @@ class Perturbation(Rule):
         check_sigma(self.sigma, self.name)
         check_samples(self.samples, self.name)
 
-    def passes(self, n_layers):
-        return 1 + self.samples
-
     def _clean(self, net, params, x, y, rng):
         return net.forward(params, x, y, rng=rng)
 
@@ -88,9 +85,6 @@ class INP(Perturbation):
     sigma: float = 1e-3
     samples: int = 1
     name = "inp"
-
-    def passes(self, n_layers):
-        return 1 + self.samples * n_layers
 
     def __call__(self, net, params, x, y, rng):
         K = self.samples

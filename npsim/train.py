@@ -248,6 +248,8 @@ def _evaluate_epoch(ex: Experiment, params: dict, epoch: int) -> dict:
     return {"train_loss": tr_loss, "train_accuracy": tr_acc, "test_loss": te_loss, "test_accuracy": te_acc}
 
 
+# the loop checks finiteness itself and stops a diverging run with a clear message
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")
 def _loop(ex: Experiment, writer: TrajectoryWriter, params, opt_state, rng, *, epoch: int, batch: int, step: int,
           progress: bool, stop_after_steps: int | None) -> RunResult:
     from tqdm.auto import tqdm
@@ -261,10 +263,6 @@ def _loop(ex: Experiment, writer: TrajectoryWriter, params, opt_state, rng, *, e
     t0 = time.perf_counter()
     last = {"test_accuracy": float("nan"), "test_loss": float("nan"), "train_accuracy": float("nan")}
     steps_done = 0
-    status, message = "finished", ""
-    # the loop checks finiteness itself and stops a diverging run with a clear message
-    errstate = np.errstate(over="ignore", invalid="ignore", divide="ignore")
-    errstate.__enter__()
     bar = tqdm(total=tc.epochs * per_epoch, initial=epoch * per_epoch + batch, disable=not progress,
                unit="step", dynamic_ncols=True, leave=True, file=sys.stderr, mininterval=0.5)
     try:
@@ -294,8 +292,8 @@ def _loop(ex: Experiment, writer: TrajectoryWriter, params, opt_state, rng, *, e
                 if steps_done % 20 == 0 or batch == per_epoch:
                     bar.set_postfix(loss=f"{loss:.3f}", test_acc=f"{last['test_accuracy']:.3f}", refresh=False)
                 if stop_after_steps is not None and steps_done >= stop_after_steps:
-                    status, message = "interrupted", f"stopped after {steps_done} updates"
-                    return _result(writer, status, epoch, step, last, t0, message)
+                    return _result(writer, "interrupted", epoch, step, last, t0,
+                                   f"stopped after {steps_done} updates")
                 if tc.checkpoint_steps and step % tc.checkpoint_steps == 0 and batch < per_epoch:
                     writer.checkpoint(_state_arrays(ex, params, opt_state, rng),
                                       {"epoch": epoch, "batch": batch, "step": step})
@@ -322,7 +320,6 @@ def _loop(ex: Experiment, writer: TrajectoryWriter, params, opt_state, rng, *, e
         raise
     finally:
         bar.close()
-        errstate.__exit__(None, None, None)
 
 
 def _result(writer, status, epoch, step, last, t0, message) -> RunResult:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..network import param_key
+from ..network import _tile, param_key
 from .base import Rule, RuleOutput, check_samples, check_sigma
 
 __all__ = ["Perturbation", "NP", "INP", "ANP"]
@@ -156,8 +156,4 @@ class ANP(Perturbation):
 
 
 def _tile_rows(a, k: int):
-    if k == 1:
-        return a
-    from ..network import _tile
-
-    return _tile(a, k)
+    return a if k == 1 else _tile(a, k)

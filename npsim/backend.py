@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Backend", "RandomStream", "get_backend", "BACKENDS", "BackendUnavailable"]
+__all__ = ["Backend", "RandomStream", "get_backend", "array_module", "BACKENDS", "BackendUnavailable"]
 
 BACKENDS = ("numpy", "cupy")
 
@@ -66,6 +66,15 @@ class Backend:
             props = self.xp.cuda.runtime.getDeviceProperties(dev.id)
             return f"cuda:{dev.id} {props['name'].decode()}"
         return "cpu"
+
+
+def array_module(a):
+    """The array namespace (numpy or cupy) an array belongs to, without importing cupy."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        import sys
+
+        return sys.modules["cupy"]
+    return np
 
 
 def get_backend(name: str = "numpy", dtype="float32") -> Backend:

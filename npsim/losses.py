@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .nodes import _xp
+from .backend import array_module as _xp
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "MeanSquaredError", "make_loss", "accuracy", "LOSSES"]
 

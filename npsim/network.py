@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .backend import Backend
-from .losses import Loss
+from .backend import array_module as _xp
 from .kernels import perturb_activate
-from .nodes import LeakyReLU, Linear, NodeModel, ReLU, _xp
+from .losses import Loss
+from .nodes import LeakyReLU, Linear, NodeModel, ReLU
 
 __all__ = ["Dense", "Network", "Trace", "param_key"]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
-import numpy as np
+from .backend import array_module as _xp
 
 __all__ = [
     "NodeModel", "Linear", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Heaviside", "Sign",
@@ -48,16 +48,6 @@ class NodeModel:
         params = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)) if hasattr(
             self, "__dataclass_fields__") else ""
         return f"{self.name}({params})"
-
-
-def _xp(a):
-    """The array module of ``a`` (numpy or cupy) without importing cupy here."""
-    mod = type(a).__module__.split(".")[0]
-    if mod == "cupy":
-        import sys
-
-        return sys.modules["cupy"]
-    return np
 
 
 # --- continuous ----------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..nodes import _xp
+from ..backend import array_module as _xp
 
 
 def adam_step(p, g, m, v, *, b1, b2, step_size, eps) -> float:

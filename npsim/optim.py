@@ -125,29 +125,31 @@ def adam(lr, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer
             st[f"nu/{k}"] = v * 0
         return st
 
-    def update(grads, state, params=None):
+    def advance(state):
+        """Count one more update; return the new state and the bias-corrected step size and eps.
+
+        m̂ / (√v̂ + eps) equals m · step / (√v + eps_hat) with these two scalars.
+        """
         state = dict(state)
         t = int(state["count"]) + 1
         state["count"] = np.asarray(t, dtype=np.int64)
-        step = schedule(t) * math.sqrt(1 - b2**t) / (1 - b1**t)
+        return state, schedule(t) * math.sqrt(1 - b2**t) / (1 - b1**t), eps * math.sqrt(1 - b2**t)
+
+    def update(grads, state, params=None):
+        state, step, eps_hat = advance(state)
         out = {}
         for k, g in grads.items():
             dt = g.dtype.type
             m = state[f"mu/{k}"] * dt(b1) + g * dt(1 - b1)
             v = state[f"nu/{k}"] * dt(b2) + (g * g) * dt(1 - b2)
             state[f"mu/{k}"], state[f"nu/{k}"] = m, v
-            # eps scaled as in the bias-corrected form: m̂ / (√v̂ + eps)
-            out[k] = m * dt(-step) / (v**0.5 + dt(eps * math.sqrt(1 - b2**t)))
+            out[k] = m * dt(-step) / (v**0.5 + dt(eps_hat))
         return out, state
 
     def fused_step(grads, state, params):
         from .kernels import adam_step
 
-        state = dict(state)
-        t = int(state["count"]) + 1
-        state["count"] = np.asarray(t, dtype=np.int64)
-        step = schedule(t) * math.sqrt(1 - b2**t) / (1 - b1**t)
-        eps_hat = eps * math.sqrt(1 - b2**t)
+        state, step, eps_hat = advance(state)
         params = dict(params)
         sq = {}
         for k, g in grads.items():

@@ -12,8 +12,10 @@ is still writing (and on runs without any completed epoch yet), and lets
     c = curves("runs/a.h5")                         # arrays for custom plots
     plot_runs(["runs/a.h5", "runs/b.h5"], "ab.png")
 
+    plot_monitors("runs/snn.h5", "snn-monitors.png")  # spike rasters and voltages, if recorded
+
 The CLI uses :func:`info_text` (``npsim info``), :func:`compare_text`
-(``npsim compare``) and :func:`plot_runs` (``npsim plot``).
+(``npsim compare``), :func:`plot_runs` and :func:`plot_monitors` (``npsim plot``).
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import tomllib
 from pathlib import Path
 import numpy as np
 
-from .trajectory import Trajectory, read_trajectory
+from .trajectory import Monitors, Trajectory, read_trajectory
 
 __all__ = ["load", "summary", "table", "curves", "running_mean", "info_text", "compare_text", "plot_runs",
-           "ALIGNMENT_TAIL", "NO_ALIGNMENT"]
+           "plot_monitors", "monitors_text", "ALIGNMENT_TAIL", "NO_ALIGNMENT"]
 
 #: Fraction of the measured (non-NaN) alignment rows, the last ones, that
 #: :func:`summary` averages into the per-layer alignment.
@@ -403,6 +405,8 @@ def info_text(path) -> str:
             "no update recorded yet" if not s["steps"] else
             "not measured: the network has non-differentiable units or diagnostics were off")
         lines.append(("BP alignment", why if why.startswith("not") else f"not measured ({why})"))
+    if traj.monitors is not None:
+        lines.append(("monitors", monitors_text(traj)))
     n_res = a.get("resumed_count", 0)
     res = f"{n_res} time{'s' if n_res != 1 else ''}"
     if n_res and a.get("resumed"):
@@ -629,6 +633,220 @@ def plot_runs(paths, out) -> Path:
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=9, frameon=False)
     bottom = 0.015 + 0.03 * len(grid)
     fig.tight_layout(rect=(0, bottom, 1, 0.98))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, format=out.suffix.lower().lstrip("."))
+    return out
+
+
+# --------------------------------------------------------------------------- monitors
+
+#: Membrane-potential traces drawn per layer (of the first recorded sample).
+MONITOR_TRACES = 5
+
+#: Raster rows (samples x recorded units) drawn at most per layer; further samples are left out.
+MONITOR_RASTER_ROWS = 1500
+
+
+def _monitors_of(x) -> tuple[Monitors, Trajectory | None]:
+    """(monitors, trajectory or None) of a path, Trajectory or Monitors; ValueError if the run has none."""
+    if isinstance(x, Monitors):
+        return x, None
+    traj = _one(x)
+    if traj.monitors is None:
+        raise ValueError(f"{traj.path}: the run has no spike/voltage monitors")
+    return traj.monitors, traj
+
+
+def _monitor_layer_label(traj: Trajectory | None, l: int) -> str:
+    """``layer l+1 (n_in→n_out)`` for the 0-based layer index ``l`` (as panels c, d of :func:`plot_runs`)."""
+    if traj is not None:
+        L = _n_layers(traj)
+        if l < L:
+            return _layer_labels(traj, L)[l]
+    return f"layer {l + 1}"
+
+
+def _samples_text(samples: np.ndarray, limit: int = 6) -> str:
+    idx = [f"#{int(i)}" for i in samples[:limit]]
+    return ", ".join(idx) + (", ..." if len(samples) > limit else "")
+
+
+def monitors_text(traj) -> str:
+    """One line describing a run's spike/voltage monitors ("none" if it has none).
+
+    traj : a path, :class:`Trajectory` or :class:`~npsim.trajectory.Monitors`.
+    Layers are numbered from 1, as in :func:`info_text` (group ``layer0`` is layer 1).
+    """
+    if not isinstance(traj, Monitors):
+        traj = _one(traj)
+        if traj.monitors is None:
+            return "none"
+    m, t = _monitors_of(traj)
+    parts = []
+    for l, rec in m.layers.items():
+        what = [m.nodes.get(l) or "?", f"{len(rec['units'])} units"]
+        if "spikes" in rec:
+            what.append(f"{int(rec['spikes'].sum())} spikes")
+        parts.append(f"{_monitor_layer_label(t, l)}: {', '.join(what)}")
+    S = len(m.samples)
+    return (f"{'; '.join(parts)}; {S} test sample{'s' if S != 1 else ''} ({_samples_text(m.samples)}), "
+            f"T = {m.steps} steps of {m.dt:g} ms, after epoch {m.epoch}")
+
+
+def _trace_units(rec: dict, k: int) -> np.ndarray:
+    """Rows (into the recorded units) of at most ``k`` units to draw, in row order.
+
+    All units if there are at most ``k``; for a non-spiking layer the first
+    ``k``; else ``k`` units evenly spread over the ranking by spike count in
+    sample 0, from the most active to the least active.
+    """
+    n = len(rec["units"])
+    if "spikes" not in rec or n <= k:
+        return np.arange(min(k, n))
+    counts = rec["spikes"][0].sum(axis=0, dtype=np.int64)
+    ranked = np.argsort(-counts, kind="stable")
+    return np.sort(ranked[np.unique(np.round(np.linspace(0, n - 1, k)).astype(np.int64))])
+
+
+def plot_monitors(path_or_traj, out) -> Path:
+    """Plot a run's spike/voltage monitors into ``out`` (.png, .pdf or .svg).
+
+    path_or_traj : a path, :class:`Trajectory` or :class:`~npsim.trajectory.Monitors`.
+    One column per recorded layer (layers numbered from 1, as in :func:`plot_runs`):
+    on top a spike raster (time in ms on x; the recorded units of each sample
+    stacked, one colour per test sample, sample 0 on top; up to
+    :data:`MONITOR_RASTER_ROWS` rows), below it the membrane potential of up
+    to :data:`MONITOR_TRACES` units of the first sample (from the most to the
+    least active) with the threshold as a dashed line and spikes marked on it. A
+    layer without spikes (non-spiking nodes) gets only the voltage panel.
+    Returns ``out`` as a Path; ValueError for another suffix or a run without monitors.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in PLOT_SUFFIXES:
+        raise ValueError(f"{out}: plot file must end in {', '.join(PLOT_SUFFIXES)}")
+    m, traj = _monitors_of(path_or_traj)
+    if not m.layers:
+        raise ValueError(f"{m.path}: the /monitors group holds no layer")
+
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    layers = list(m.layers.items())
+    K = len(layers)
+    ncols = min(K, 4)
+    nblocks = math.ceil(K / ncols)
+    fig = Figure(figsize=(max(8.0, 4.6 * ncols), 6.2 * nblocks + 0.4), dpi=120)
+    FigureCanvasAgg(fig)  # no pyplot, no global backend switch
+    gs = fig.add_gridspec(2 * nblocks, ncols, height_ratios=[1.25, 1.0] * nblocks)
+    t = m.times
+    S, T = len(m.samples), m.steps
+    sample_colors = [colormaps["tab10"](i % 10) for i in range(S)]
+    trace_cmap = colormaps["Dark2"]
+    grey = "0.35"
+    raster_lines = []  # (axes, lines, rows) to size the tick marks once the layout is known
+
+    for i, (l, rec) in enumerate(layers):
+        r, c = 2 * (i // ncols), i % ncols
+        label = _monitor_layer_label(traj, l)
+        node = m.nodes.get(l) or ""
+        head = f"{label}, {node}" if node else label
+        units = rec["units"]
+        n = len(units)
+        v = rec["v"]
+        spikes = rec.get("spikes")
+        thr = m.thresholds.get(l)
+        if spikes is not None:
+            ax_r = fig.add_subplot(gs[r, c])
+            ax_v = fig.add_subplot(gs[r + 1, c], sharex=ax_r)
+            shown = max(1, min(S, MONITOR_RASTER_ROWS // max(1, n)))
+            gap = max(1, round(0.15 * n)) if shown > 1 else 0
+            lines, rows = [], shown * n + (shown - 1) * gap
+            for s in range(shown):
+                st, j = np.nonzero(spikes[s])
+                ln, = ax_r.plot(t[st], s * (n + gap) + j, ls="", marker="|", color=sample_colors[s],
+                                rasterized=len(st) > 2000)
+                lines.append(ln)
+            raster_lines.append((ax_r, lines, rows))
+            ax_r.set_ylim(rows - 0.5, -0.5)  # sample 0 and unit row 0 on top
+            total = int(spikes.sum())
+            rate = 1000.0 * total / (S * T * n * m.dt)
+            title = f"{head}: spikes ({total}, mean {rate:.3g} Hz)"
+            if shown < S:
+                title += f", samples 1\u2013{shown} of {S}"
+            ax_r.set_title(title, fontsize=10)
+            if shown > 1:
+                ax_r.set_yticks([s * (n + gap) + (n - 1) / 2 for s in range(shown)])
+                ax_r.set_yticklabels([f"#{int(x)}" for x in m.samples[:shown]])
+                for tick, col in zip(ax_r.get_yticklabels(), sample_colors):
+                    tick.set_color(col)
+                ax_r.set_ylabel(f"test sample ({n} unit{'s' if n != 1 else ''} each)")
+            else:
+                ax_r.yaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+                ax_r.yaxis.set_major_formatter(FuncFormatter(
+                    lambda y, _pos, u=units: str(int(u[int(round(y))])) if 0 <= round(y) < len(u) else ""))
+                ax_r.set_ylabel(f"unit (sample #{int(m.samples[0])})")
+            if total == 0:
+                ax_r.text(0.5, 0.5, "no spikes", ha="center", va="center", transform=ax_r.transAxes, color=grey)
+            ax_r.tick_params(labelbottom=False)
+            ax_r.grid(True, axis="x", alpha=0.3)
+        else:
+            ax_v = fig.add_subplot(gs[r : r + 2, c])
+
+        rows_v = _trace_units(rec, MONITOR_TRACES)
+        for k, j in enumerate(rows_v):
+            col = trace_cmap(k % trace_cmap.N)
+            ax_v.plot(t, v[0, :, j], color=col, lw=1.0, label=f"unit {int(units[j])}")
+        finite = v[0][:, rows_v][np.isfinite(v[0][:, rows_v])]
+        if spikes is not None:
+            if thr is not None:
+                y_mark = thr
+            else:
+                y_mark = float(finite.max()) if finite.size else 1.0
+            for k, j in enumerate(rows_v):
+                st = np.nonzero(spikes[0, :, j])[0]
+                if len(st):
+                    ax_v.plot(t[st], np.full(len(st), y_mark), ls="", marker="|", ms=9, mew=1.4,
+                              color=trace_cmap(k % trace_cmap.N))
+        if thr is not None:
+            ax_v.axhline(thr, color="0.25", ls="--", lw=0.9)
+        ax_v.set_title(f"{head}: membrane potential, sample #{int(m.samples[0])}", fontsize=10)
+        ax_v.set_xlabel("time (ms)")
+        ax_v.set_ylabel("membrane potential")
+        ax_v.set_xlim(0.0, T * m.dt)
+        ax_v.grid(True, alpha=0.3)
+        handles, labels = ax_v.get_legend_handles_labels()
+        if thr is not None:
+            handles.append(Line2D([], [], color="0.25", ls="--", lw=0.9))
+            labels.append(f"threshold ({thr:g})")
+        if spikes is not None and len(rows_v):
+            handles.append(Line2D([], [], color=grey, ls="", marker="|", ms=9, mew=1.4))
+            labels.append("spike")
+        if handles:
+            if finite.size:  # headroom above the traces for a legend that hides none of them
+                lo, hi = float(finite.min()), float(finite.max())
+                if thr is not None:
+                    lo, hi = min(lo, thr), max(hi, thr)
+                span = hi - lo if hi > lo else 1.0
+                ax_v.set_ylim(lo - 0.05 * span, hi + (0.3 if len(handles) > 4 else 0.18) * span)
+            ax_v.legend(handles, labels, fontsize=7, loc="upper center", ncol=min(4, len(handles)),
+                        framealpha=0.85, columnspacing=1.0, handlelength=1.6)
+
+    name = Path(m.path).name if m.path else "run"
+    if traj is not None and traj.attrs.get("name"):
+        name = f"{traj.attrs['name']} ({name})"
+    fig.suptitle(f"{name}: monitors after epoch {m.epoch}; T = {m.steps} steps of dt = {m.dt:g} ms "
+                 f"({m.steps * m.dt:g} ms); {S} test sample{'s' if S != 1 else ''} ({_samples_text(m.samples)})",
+                 fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    for ax, lines, rows in raster_lines:  # tick marks one row tall, now that the axes' size is known
+        height_pt = ax.get_window_extent().height * 72.0 / fig.dpi
+        ms = min(8.0, max(1.0, 0.9 * height_pt / max(1, rows)))
+        for ln in lines:
+            ln.set_markersize(ms)
+            ln.set_markeredgewidth(min(1.2, max(0.5, ms / 4)))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120, format=out.suffix.lower().lstrip("."))
     return out

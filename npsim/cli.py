@@ -37,13 +37,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set rule.sigma=0.01 (repeatable)")
     t.add_argument("--resume", metavar="RUN.h5", help="continue a killed or interrupted run from its checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    t.add_argument("--no-plot", action="store_true", help="do not write the PNG of the learning curves")
+    t.add_argument("--no-plot", action="store_true",
+                   help="do not write the PNGs of the learning curves (and of spike/voltage monitors)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     i = sub.add_parser("info", help="summary of a trajectory file (works while it is being written)")
     i.add_argument("run", help="trajectory file")
 
-    pl = sub.add_parser("plot", help="learning curves and BP alignment of one or more runs")
+    pl = sub.add_parser("plot", help="learning curves and BP alignment of one or more runs",
+                        description="Plot learning curves and BP alignment of one or more runs; for a single run "
+                                    "with spike/voltage monitors also their plot, <out stem>-monitors.png (or the "
+                                    "suffix of --out).")
     pl.add_argument("runs", nargs="+", help="trajectory files")
     pl.add_argument("-o", "--out", default=None, help="PNG file (default: <first run>.png)")
 
@@ -99,6 +103,9 @@ def _cmd_train(args) -> int:
         png = res.path.with_suffix(".png")
         plot_runs([res.path], png)
         print(f"curves: {png}")
+        mon = _plot_monitors_if_any(res.path, png)
+        if mon is not None:
+            print(f"monitors: {mon}")
     return 0
 
 
@@ -109,12 +116,32 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _monitors_out(out: Path) -> Path:
+    """Where the spike/voltage plot of a run goes, next to its curves: ``<out stem>-monitors<suffix>``."""
+    return out.with_name(f"{out.stem}-monitors{out.suffix}")
+
+
+def _plot_monitors_if_any(run, out: Path) -> Path | None:
+    """Plot a run's spike/voltage monitors next to ``out`` if it has any; the file written, or None."""
+    from .analysis import plot_monitors
+    from .trajectory import read_trajectory
+
+    traj = read_trajectory(run, snapshots=False)
+    if traj.monitors is None:
+        return None
+    return plot_monitors(traj, _monitors_out(out))
+
+
 def _cmd_plot(args) -> int:
     from .analysis import plot_runs
 
     out = Path(args.out) if args.out else Path(args.runs[0]).with_suffix(".png")
     plot_runs(args.runs, out)
     print(out)
+    if len(args.runs) == 1:
+        mon = _plot_monitors_if_any(args.runs[0], out)
+        if mon is not None:
+            print(mon)
     return 0
 
 

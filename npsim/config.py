@@ -14,6 +14,8 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .nodes import NOISE_KINDS
+
 __all__ = ["Config", "ConfigError", "load_config", "parse_config", "apply_overrides", "models_dir", "DEFAULT_CONFIG"]
 
 
@@ -32,16 +34,73 @@ class DataConfig(_Strict):
     normalize: Literal["standard", "unit", "none"] = "standard"
 
 
+def _finite(**kw):
+    return Field(default=None, allow_inf_nan=False, **kw)
+
+
 class NoiseConfig(_Strict):
-    std: float = Field(ge=0)
-    kind: Literal["additive", "multiplicative"] = "additive"
+    """``[network.noise]``: intrinsic noise on the activity (see ``npsim.nodes.NOISE_KINDS``).
+
+    ``kind`` picks the noise; only that kind's parameters may be given:
+    additive/multiplicative: std; telegraph: p_up, p_down, amplitude, offset,
+    read_std; bernoulli: p, amplitude; replay: path, dataset, scale.
+    """
+
+    kind: Literal["additive", "multiplicative", "telegraph", "bernoulli", "replay"] = "additive"
+    std: float | None = _finite(ge=0)
+    p_up: float | None = _finite(ge=0, le=1)
+    p_down: float | None = _finite(ge=0, le=1)
+    amplitude: float | None = _finite()
+    offset: float | None = _finite()
+    read_std: float | None = _finite(ge=0)
+    p: float | None = _finite(ge=0, le=1)
+    path: str | None = None  # replay trace; a relative path is relative to the config file
+    dataset: str | None = None  # HDF5 dataset of a replay trace
+    scale: float | None = _finite()
+
+    @model_validator(mode="after")
+    def _parameters_fit_kind(self):
+        allowed = NOISE_KINDS[self.kind][1]
+        given = [k for k in type(self).model_fields if k != "kind" and getattr(self, k) is not None]
+        unused = [k for k in given if k not in allowed]
+        if unused:
+            raise ValueError(f"noise kind '{self.kind}' does not take {', '.join(unused)}; "
+                             f"it takes {', '.join(allowed)}")
+        missing = [k for k in _NOISE_REQUIRED[self.kind] if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"noise kind '{self.kind}' needs {', '.join(missing)}")
+        if self.kind == "telegraph" and not self.p_up + self.p_down > 0:
+            raise ValueError("noise kind 'telegraph' needs p_up + p_down > 0")
+        return self
+
+
+_NOISE_REQUIRED = {
+    "additive": ("std",),
+    "multiplicative": ("std",),
+    "telegraph": ("p_up", "p_down", "amplitude"),
+    "bernoulli": ("p", "amplitude"),
+    "replay": ("path",),
+}
+
+
+class SimulationConfig(_Strict):
+    """Time loop of spiking (temporal) layers; see npsim.spiking.Simulation."""
+
+    steps: int = Field(default=25, ge=1)
+    dt: float = Field(default=1.0, gt=0)  # ms
+    encoding: Literal["current", "poisson", "bernoulli"] = "current"
+    max_rate: float = Field(default=200.0, gt=0)  # Hz of an input of 1 under poisson encoding
+    chunk: int = Field(default=16, ge=1)
+    parallel: bool = False
 
 
 class NetworkConfig(_Strict):
     hidden: list[int] = [256, 256]
     node: str | list[str] = "leaky_relu"
-    node_params: dict[str, float | int] = {}
+    node_params: dict[str, float | int | str] = {}
     output: str = "linear"
+    output_params: dict[str, float | int | str] = {}
+    simulation: SimulationConfig | None = None  # None: defaults, if any layer is temporal
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     init: Literal["he", "lecun", "xavier"] = "he"
     noise: NoiseConfig | None = None
@@ -82,6 +141,14 @@ class OptimizerConfig(_Strict):
     eps: float = Field(default=1e-8, gt=0)
 
 
+class MonitorConfig(_Strict):
+    """Record spikes and membrane potentials of temporal layers on test samples after the last epoch."""
+
+    layers: list[int] = [0]
+    samples: int = Field(default=4, ge=1)  # the first test samples
+    units: int | None = Field(default=100, ge=1)  # the first units of each layer; None: all
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=256, ge=1)
@@ -89,6 +156,7 @@ class TrainConfig(_Strict):
     snapshot_every: int = Field(default=0, ge=0)  # epochs between weight snapshots; 0 = final weights only
     eval_train_samples: int | None = Field(default=10000, ge=1)  # train-set evaluation on this many samples
     checkpoint_steps: int = Field(default=0, ge=0)  # extra checkpoints every N steps inside an epoch; 0 = epoch ends only
+    monitor: MonitorConfig | None = None
 
 
 class Config(_Strict):
@@ -147,14 +215,20 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
 
 
 def parse_toml(text: str, source: str, base_dir: Path | None = None) -> Config:
-    """Parse TOML config text; a relative ``data.path`` is taken relative to ``base_dir``."""
+    """Parse TOML config text; a relative ``data.path`` or ``network.noise.path`` is taken
+    relative to ``base_dir``."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    dpath = data.get("data", {}).get("path") if isinstance(data.get("data"), dict) else None
-    if base_dir is not None and isinstance(dpath, str) and dpath and not Path(dpath).is_absolute():
-        data["data"]["path"] = str((base_dir / dpath).resolve())
+    if base_dir is not None:
+        for keys in (("data",), ("network", "noise")):
+            table = data
+            for k in keys:
+                table = table.get(k) if isinstance(table, dict) else None
+            path = table.get("path") if isinstance(table, dict) else None
+            if isinstance(path, str) and path and not Path(path).is_absolute():
+                table["path"] = str((base_dir / path).resolve())
     return parse_config(data, source)
 
 

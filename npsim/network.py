@@ -25,6 +25,7 @@ from .backend import array_module as _xp
 from .kernels import perturb_activate
 from .losses import Loss
 from .nodes import LeakyReLU, Linear, NodeModel, ReLU
+from .spiking import Monitor, Simulation, simulate
 
 __all__ = ["Dense", "Network", "Trace", "param_key"]
 
@@ -70,6 +71,12 @@ class Trace:
     start     : first layer this pass computed; entries below it are shared with
                 the pass it was built from (they have that pass's row count).
     repeats   : rows of computed layers = repeats × rows of the clean batch.
+    seed      : seed of the input spike trains (spike-encoded temporal networks),
+                reused by every pass built on this one.
+    records   : monitor recordings per layer (see :func:`npsim.spiking.simulate`).
+
+    For temporal (spiking) layers the entries are time averages: inputs the
+    mean rate of the layer below, pre the mean input current, post the readout.
     """
 
     inputs: list
@@ -79,6 +86,8 @@ class Trace:
     loss: object
     start: int = 0
     repeats: int = 1
+    seed: int | None = None
+    records: dict | None = None
 
     @property
     def output(self):
@@ -86,9 +95,13 @@ class Trace:
 
 
 class Network:
-    """A feed-forward stack of :class:`Dense` layers with a per-sample loss."""
+    """A feed-forward stack of :class:`Dense` layers with a per-sample loss.
 
-    def __init__(self, layers: Sequence[Dense], loss: Loss):
+    simulation : how temporal (spiking) layers are simulated (time steps, dt,
+        input encoding); defaults to ``Simulation()`` when any layer is temporal.
+    """
+
+    def __init__(self, layers: Sequence[Dense], loss: Loss, simulation: Simulation | None = None):
         layers = list(layers)
         if not layers:
             raise ValueError("Network: needs at least one layer")
@@ -100,8 +113,19 @@ class Network:
                 )
         if not isinstance(loss, Loss):
             raise TypeError(f"Network: loss must be a Loss, got {type(loss).__name__}")
+        for i, layer in enumerate(layers):
+            inner = getattr(layer.node, "inner", None)
+            if inner is not None and _temporal(inner):
+                raise ValueError(
+                    f"Network: layer {i} wraps the time-stepped node model {inner.name!r} in "
+                    f"{layer.node.name!r}; give a spiking layer membrane noise with its own 'noise' parameter"
+                )
+        if simulation is not None and not isinstance(simulation, Simulation):
+            raise TypeError(f"Network: simulation must be a Simulation, got {type(simulation).__name__}")
         self.layers = tuple(layers)
         self.loss = loss
+        self.temporal = any(_temporal(layer.node) for layer in layers)
+        self.simulation = simulation if simulation is not None or not self.temporal else Simulation()
 
     # -- structure --------------------------------------------------------
     @property
@@ -145,7 +169,11 @@ class Network:
         for layer in self.layers:
             d = "D" if layer.decorrelate else ""
             parts.append(f"{d}{layer.n_out}:{layer.node.describe()}")
-        return " -> ".join(parts) + f" | loss {self.loss.name}"
+        sim = ""
+        if self.temporal:
+            s = self.simulation
+            sim = f" | T={s.steps} x {s.dt:g} ms, {s.encoding} input"
+        return " -> ".join(parts) + f" | loss {self.loss.name}" + sim
 
     # -- parameters -------------------------------------------------------
     def init(self, rng, backend: Backend, scheme: str = "he") -> dict:
@@ -181,7 +209,7 @@ class Network:
 
     # -- passes -----------------------------------------------------------
     def forward(self, params, x, y, *, rng=None, perturb=None, base: Trace | None = None,
-                start: int = 0, repeats: int = 1) -> Trace:
+                start: int = 0, repeats: int = 1, monitor: Monitor | None = None) -> Trace:
         """Run a pass and record what the rules need.
 
         x : (B, n_0) inputs; y : targets (B,) int labels or (B, n_L) floats.
@@ -197,6 +225,12 @@ class Network:
         repeats : with ``base``, stack this many perturbed copies of the
             batch (rows k·B .. (k+1)·B-1 are copy k): K noisy passes in one
             set of matrix products.
+        monitor : record membrane potentials and spikes of temporal layers
+            into ``Trace.records``.
+
+        A network with temporal layers recomputes every layer on each pass
+        (only the spike-train seed is shared with ``base``), so ``start``
+        saves nothing there.
         """
         L = self.n_layers
         if perturb is not None and len(perturb) != L:
@@ -208,6 +242,10 @@ class Network:
         if repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {repeats}")
 
+        if self.temporal:
+            return self._forward_timed(params, x, y, rng, perturb, base, repeats, monitor)
+        if monitor is not None:
+            raise ValueError("monitor: this network has no temporal (spiking) layers to record")
         inputs, drive, pre, post = [None] * L, [None] * L, [None] * L, [None] * L
         if base is not None:
             inputs[:start], drive[:start] = base.inputs[:start], base.drive[:start]
@@ -242,6 +280,77 @@ class Network:
         loss = self.loss(h, yy)
         return Trace(inputs, drive, pre, post, loss, start=start, repeats=repeats)
 
+    def _forward_timed(self, params, x, y, rng, perturb, base, repeats, monitor) -> Trace:
+        """forward() for a network with temporal layers: every layer, K·B rows from layer 0 on."""
+        sim, L = self.simulation, self.n_layers
+        K = repeats if base is not None else 1
+        B = x.shape[0]
+        rows = K * B
+        seed = None
+        if sim.stochastic_input and _temporal(self.layers[0].node):
+            if base is not None:
+                seed = base.seed
+            elif rng is None:
+                raise ValueError(f"{sim.encoding} input encoding needs a random stream (rng)")
+            else:
+                seed = int(rng.integers(0, 2**63 - 1))
+        inputs, drive, pre, post = [None] * L, [None] * L, [None] * L, [None] * L
+        records = {}
+        h, i = x, 0
+        while i < L:
+            layer = self.layers[i]
+            W, b = params[param_key(i, "W")], params[param_key(i, "b")]
+            eps = perturb[i] if perturb is not None else None
+            if not _temporal(layer.node):
+                inp = h @ params[param_key(i, "R")].T if layer.decorrelate else h
+                d = inp @ W.T
+                d += b
+                a = _rows(d, rows)
+                if eps is not None:
+                    a = a + eps
+                if layer.node.noisy:
+                    a = layer.node.activity(a, rng)
+                h = layer.node(a, rng)
+                inputs[i], drive[i], pre[i], post[i] = inp, d, a, h
+                i += 1
+                continue
+            j = i
+            while j < L and _temporal(self.layers[j].node):
+                j += 1
+            weights, consts, source = [], [], None
+            for l in range(i, j):
+                W, b = params[param_key(l, "W")], params[param_key(l, "b")]
+                R = params[param_key(l, "R")] if self.layers[l].decorrelate else None
+                weights.append(W if R is None else W @ R)
+                if l == i and not (l == 0 and seed is not None):
+                    inp = h @ R.T if R is not None else h
+                    c = _rows(inp @ W.T + b, rows)
+                    inputs[l] = inp
+                else:
+                    c = _broadcast_rows(b, rows)
+                if perturb is not None and perturb[l] is not None:
+                    c = c + perturb[l]
+                consts.append(c)
+            if seed is not None and i == 0:
+                source = _spike_source(sim, x, rng, seed)
+            states, src_sum, recs = simulate([self.layers[l].node for l in range(i, j)], weights, consts, source,
+                                             sim, rng, repeats=K, monitor=monitor, first=i)
+            records.update(recs)
+            inv_t = x.dtype.type(1.0 / sim.steps)
+            for s, l in enumerate(range(i, j)):
+                layer, st = self.layers[l], states[s]
+                R = params[param_key(l, "R")] if layer.decorrelate else None
+                if s > 0 or src_sum is not None:
+                    rate = (states[s - 1].count if s > 0 else src_sum) * inv_t
+                    inputs[l] = rate @ R.T if R is not None else rate
+                drive[l] = inputs[l] @ params[param_key(l, "W")].T + params[param_key(l, "b")]
+                pre[l] = st.sum_i * inv_t
+                post[l] = layer.node.output(st.count, st.sum_v, st.v, sim.steps)
+            h, i = post[j - 1], j
+        yy = _tile(y, K) if K > 1 else y
+        return Trace(inputs, drive, pre, post, self.loss(h, yy), start=0, repeats=K, seed=seed,
+                     records=records or None)
+
     def backward(self, params, trace: Trace, y) -> dict:
         """Exact gradient of the batch-mean loss w.r.t. every W and b (BP), from a full pass.
 
@@ -275,6 +384,31 @@ def _fused_slope(node):
     if type(node) is Linear:
         return None
     return False
+
+
+def _temporal(node) -> bool:
+    return getattr(node, "temporal", False)
+
+
+def _rows(a, rows: int):
+    """``a`` (B, n) tiled to ``rows`` rows (a multiple of B)."""
+    return a if a.shape[0] == rows else _tile(a, rows // a.shape[0])
+
+
+def _broadcast_rows(b, rows: int):
+    """Bias (n,) as a writable (rows, n) array."""
+    return _xp(b).repeat(b[None], rows, axis=0)
+
+
+def _spike_source(sim: Simulation, x, rng, seed: int):
+    """Input spike trains of the B samples in ``x``, drawn chunk by chunk from a stream seeded by ``seed``."""
+    p = sim.spike_probability(x)
+    enc = type(rng)(rng.backend, seed)
+
+    def source(t0, steps):
+        return (enc.uniform((steps,) + p.shape, dtype=p.dtype) < p).astype(p.dtype)
+
+    return source
 
 
 def _tile(a, k: int):

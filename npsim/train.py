@@ -25,6 +25,7 @@ from .config import Config, parse_toml
 from .data import Dataset, epoch_order, load_dataset
 from .losses import make_loss
 from .network import Dense, Network
+from .spiking import Monitor, Simulation
 from .nodes import make_node
 from .optim import cosine_decay, make_optimizer
 from .rules import make_rule
@@ -77,15 +78,26 @@ def build_network(cfg: Config, n_in: int, n_out: int) -> Network:
     dec = dec_rule if nc.decorrelate is None else nc.decorrelate
     sizes = [n_in, *nc.hidden, n_out]
     nodes = nc.node if isinstance(nc.node, list) else [nc.node] * len(nc.hidden)
-    noise = nc.noise.model_dump() if nc.noise else None
+    noise = nc.noise.model_dump(exclude_none=True) if nc.noise else None
     layers = []
     for i in range(len(sizes) - 1):
         if i < len(nc.hidden):
             node = make_node(nodes[i], noise=noise, **nc.node_params)
         else:
-            node = make_node(nc.output, noise=noise if cfg.rule.noise == "intrinsic" else None)
+            node = make_node(nc.output, noise=noise if cfg.rule.noise == "intrinsic" else None, **nc.output_params)
         layers.append(Dense(sizes[i], sizes[i + 1], node, decorrelate=dec))
-    return Network(layers, make_loss(nc.loss))
+    sim = Simulation(**nc.simulation.model_dump()) if nc.simulation is not None else None
+    net = Network(layers, make_loss(nc.loss), simulation=sim)
+    if net.temporal and net.simulation.stochastic_input and cfg.data.normalize != "unit":
+        raise ValueError(f"network.simulation.encoding = '{net.simulation.encoding}' reads inputs as spike "
+                         f"probabilities in [0, 1]; set data.normalize = 'unit'")
+    mon = cfg.train.monitor
+    if mon is not None and net.temporal:  # simulation and monitor are unused without temporal layers
+        bad = [l for l in mon.layers if not (0 <= l < net.n_layers and getattr(net.layers[l].node, "temporal", False))]
+        if bad:
+            temporal = [i for i, layer in enumerate(net.layers) if getattr(layer.node, "temporal", False)]
+            raise ValueError(f"train.monitor.layers: {bad} are not temporal layers; temporal layers: {temporal or 'none'}")
+    return net
 
 
 def build(cfg: Config, *, data: Dataset | None = None) -> Experiment:
@@ -307,6 +319,8 @@ def _loop(ex: Experiment, writer: TrajectoryWriter, params, opt_state, rng, *, e
                 writer.snapshot(epoch, {f"params/{k}": be.to_numpy(v) for k, v in params.items()})
             writer.checkpoint(_state_arrays(ex, params, opt_state, rng), {"epoch": epoch, "batch": 0, "step": step})
             bar.set_postfix(loss=f"{loss:.3f}", test_acc=f"{last['test_accuracy']:.3f}")
+        if tc.monitor is not None and net.temporal:
+            _record_monitors(ex, params, writer, epoch)
         return _result(writer, "finished", epoch, step, last, t0, "")
     except Diverged as exc:
         writer.flush()
@@ -320,6 +334,24 @@ def _loop(ex: Experiment, writer: TrajectoryWriter, params, opt_state, rng, *, e
         raise
     finally:
         bar.close()
+
+
+def _record_monitors(ex: Experiment, params: dict, writer: TrajectoryWriter, epoch: int) -> None:
+    """Spikes and potentials of the monitored layers on the first test samples (a clean pass)."""
+    mc, sim = ex.config.train.monitor, ex.net.simulation
+    n = min(mc.samples, ex.data.n_test)
+    tr = ex.net.forward(params, ex.x_test[:n], ex.y_test[:n], rng=_eval_stream(ex, epoch),
+                        monitor=Monitor(layers=tuple(mc.layers), units=mc.units))
+    monitors = {}
+    for layer, rec in tr.records.items():
+        node = rec["node"]
+        m = {"v": ex.backend.to_numpy(rec["v"]).astype(np.float32), "units": rec["units"].astype(np.int64),
+             "node": node.name}
+        if "spikes" in rec:
+            m["spikes"] = rec["spikes"]
+            m["threshold"] = float(node.threshold)
+        monitors[layer] = m
+    writer.write_monitors(monitors, dt=sim.dt, steps=sim.steps, samples=np.arange(n, dtype=np.int64), epoch=epoch)
 
 
 def _result(writer, status, epoch, step, last, t0, message) -> RunResult:

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import reference
 
-__all__ = ["adam_step", "perturb_activate", "use_numba"]
+__all__ = ["adam_step", "membrane_run", "perturb_activate", "use_numba"]
 
 _numba = None
 
@@ -66,3 +66,35 @@ def perturb_activate(drive, perturb, repeats: int, slope: float | None):
         _numba.perturb_activate(drive, perturb, a, x, t(0 if slope is None else slope), slope is not None)
         return a, x
     return reference.perturb_activate(drive, perturb, repeats, slope)
+
+
+def membrane_run(I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, *, alpha: float, beta: float,
+                 threshold: float, subtract: bool, n_ref: int, spiking: bool, record: bool,
+                 parallel: bool = False) -> None:
+    """Advance leaky membranes through ``spikes.shape[0]`` time steps, in place.
+
+    Per step t, row r and unit j (rows = samples, units = neurons)::
+
+        i = I[t] (+ noise[t])                  input current, voltage units
+        if refractory: count the refractory step down, v held
+        else: v = alpha·v + beta·i;  spiking and v >= threshold: spike, v reset
+              (to 0, or v − threshold if ``subtract``), refractory for n_ref steps
+
+    I (T_I, rows, n), T_I = 1 for a constant current or the chunk's steps;
+    noise (steps, rows, n) or None; v, count, sum_i, sum_v (rows, n) floats and
+    refr (rows, n) int32 carry the state across calls; spikes (steps, rows, n)
+    receives 0/1; vrec (steps, rows, n) receives v after each step when
+    ``record``. count, sum_i (current) and sum_v (potential) accumulate.
+    ``spiking=False`` is a non-spiking leaky integrator.
+    """
+    use_noise = noise is not None
+    arrays = (I, v, count, sum_i, sum_v, spikes) + ((noise,) if use_noise else ()) + ((vrec,) if record else ())
+    if use_numba() and _host_f32_or_f64(*arrays) and len({a.dtype for a in arrays}) == 1:
+        t = v.dtype.type
+        dummy = np.zeros((1, 1, 1), v.dtype)
+        fn = _numba.membrane_run_parallel if parallel else _numba.membrane_run
+        fn(I, noise if use_noise else dummy, v, refr, count, sum_i, sum_v, spikes, vrec if record else dummy,
+           t(alpha), t(beta), t(threshold), bool(subtract), np.int32(n_ref), bool(spiking), use_noise, bool(record))
+        return
+    reference.membrane_run(I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, v.dtype.type(alpha),
+                           v.dtype.type(beta), v.dtype.type(threshold), subtract, n_ref, spiking, use_noise, record)

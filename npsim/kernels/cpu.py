@@ -45,3 +45,49 @@ def perturb_activate(drive, perturb, a, x, slope, nonlinear):
             a[r, j] = v
             if nonlinear:
                 x[r, j] = v if v > 0 else v * slope
+
+
+@nb.njit(cache=True, inline="always")
+def _membrane_row(r, I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, alpha, beta, threshold,
+                  subtract, n_ref, spiking, use_noise, record):
+    steps = spikes.shape[0]
+    n = v.shape[1]
+    const = I.shape[0] == 1
+    for t in range(steps):
+        ti = 0 if const else t
+        for j in range(n):
+            cur = I[ti, r, j]
+            if use_noise:
+                cur = cur + noise[t, r, j]
+            sum_i[r, j] += cur
+            s = 0.0
+            if refr[r, j] > 0:
+                refr[r, j] -= 1
+            else:
+                vj = alpha * v[r, j] + beta * cur
+                if spiking and vj >= threshold:
+                    s = 1.0
+                    count[r, j] += 1.0
+                    vj = vj - threshold if subtract else threshold - threshold
+                    refr[r, j] = n_ref
+                v[r, j] = vj
+            sum_v[r, j] += v[r, j]
+            spikes[t, r, j] = s
+            if record:
+                vrec[t, r, j] = v[r, j]
+
+
+@nb.njit(cache=True)
+def membrane_run(I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, alpha, beta, threshold,
+                 subtract, n_ref, spiking, use_noise, record):
+    for r in range(v.shape[0]):
+        _membrane_row(r, I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, alpha, beta, threshold,
+                      subtract, n_ref, spiking, use_noise, record)
+
+
+@nb.njit(cache=True, parallel=True)
+def membrane_run_parallel(I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, alpha, beta, threshold,
+                          subtract, n_ref, spiking, use_noise, record):
+    for r in nb.prange(v.shape[0]):
+        _membrane_row(r, I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, alpha, beta, threshold,
+                      subtract, n_ref, spiking, use_noise, record)

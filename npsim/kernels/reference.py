@@ -24,3 +24,27 @@ def perturb_activate(drive, perturb, repeats, slope):
     if slope is None:
         return a, a
     return a, xp.where(a > 0, a, a * a.dtype.type(slope))
+
+
+def membrane_run(I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, alpha, beta, threshold,
+                 subtract, n_ref, spiking, use_noise, record):
+    """The membrane time loop step by step, vectorised over rows and units (see kernels.membrane_run)."""
+    xp = _xp(v)
+    zero = v.dtype.type(0)
+    for t in range(spikes.shape[0]):
+        cur = I[0 if I.shape[0] == 1 else t]
+        if use_noise:
+            cur = cur + noise[t]
+        sum_i += cur
+        free = refr <= 0
+        refr -= (~free).astype(refr.dtype)
+        vn = alpha * v + beta * cur
+        fired = free & (vn >= threshold) if spiking else xp.zeros(v.shape, dtype=bool)
+        count += fired.astype(count.dtype)
+        vn = xp.where(fired, vn - threshold if subtract else vn * zero, vn)
+        v[...] = xp.where(free, vn, v)
+        refr[...] = xp.where(fired, n_ref, refr)
+        sum_v += v
+        spikes[t] = fired
+        if record:
+            vrec[t] = v

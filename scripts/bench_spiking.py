@@ -1,0 +1,77 @@
+"""Cost of one training step of a spiking MLP against the number of time steps T.
+
+One DANP update (clean pass, perturbed pass, decorrelation, Adam) of the
+784-256-256-10 LIF network of ``models/spiking-fmnist.toml`` on a random batch,
+for T = 25, 50, 100, 200 (by default). Prints, per T, the median step time,
+time per time step, and the peak memory the step allocates (tracemalloc,
+which sees every NumPy buffer), each as a ratio to the smallest T.
+
+    python scripts/bench_spiking.py [--steps 25 50 100 200] [--batch 128] [--repeats 5]
+
+Memory should be flat in T (the time loop keeps only membrane state and
+running sums) and time at most linear in T.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+
+from npsim.backend import get_backend
+from npsim.config import load_config, models_dir
+from npsim.optim import adam
+from npsim.rules import make_rule
+from npsim.spiking import Simulation
+from npsim.step import train_step, trainable
+from npsim.train import build_network
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, nargs="+", default=[25, 50, 100, 200], help="values of T")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5, help="timed steps per T (median reported)")
+    ap.add_argument("--config", default=str(models_dir() / "spiking-fmnist.toml"))
+    args = ap.parse_args(argv)
+
+    cfg = load_config(args.config)
+    be = get_backend("numpy", "float32")
+    net = build_network(cfg, 784, 10)
+    rc = cfg.rule
+    rule = make_rule(rc.name, sigma=rc.sigma, samples=rc.samples, decorrelation_lr=rc.decorrelation_lr)
+    stream = be.stream(0)
+    x = np.abs(stream.normal((args.batch, 784)))
+    y = np.arange(args.batch) % 10
+    print(f"{net.describe()}\nrule {rule.name}, batch {args.batch}, median of {args.repeats} steps\n")
+    rows = []
+    for T in args.steps:
+        net.simulation = Simulation(**{**cfg.network.simulation.model_dump(), "steps": T})
+        params = net.init(be.stream(1), be)
+        opt = adam(1e-3)
+        state, rng = opt.init(trainable(params)), be.stream(2)
+        params, state, _ = train_step(net, rule, opt, params, state, x, y, rng)  # warm-up (compiles kernels)
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            params, state, _ = train_step(net, rule, opt, params, state, x, y, rng)
+            times.append(time.perf_counter() - t0)
+        tracemalloc.start()
+        params, state, _ = train_step(net, rule, opt, params, state, x, y, rng)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        rows.append((T, statistics.median(times), peak))
+    T0, t0, p0 = rows[0]
+    print(f"{'T':>5} {'step ms':>9} {'ms per step of T':>17} {'time / T0':>10} {'T / T0':>7} "
+          f"{'peak MiB':>9} {'peak / T0':>10}")
+    for T, t, peak in rows:
+        print(f"{T:>5} {1e3 * t:>9.1f} {1e3 * t / T:>17.3f} {t / t0:>10.2f} {T / T0:>7.1f} "
+              f"{peak / 2**20:>9.2f} {peak / p0:>10.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

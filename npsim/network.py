@@ -118,7 +118,7 @@ class Network:
             if inner is not None and _temporal(inner):
                 raise ValueError(
                     f"Network: layer {i} wraps the time-stepped node model {inner.name!r} in "
-                    f"{layer.node.name!r}; give a spiking layer membrane noise with its own 'noise' parameter"
+                    f"{layer.node.name!r}; give a spiking layer noise with its own 'membrane_noise' parameter"
                 )
         if simulation is not None and not isinstance(simulation, Simulation):
             raise TypeError(f"Network: simulation must be a Simulation, got {type(simulation).__name__}")

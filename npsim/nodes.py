@@ -589,7 +589,7 @@ def make_node(name: str, *, noise: dict | None = None, **params) -> NodeModel:
     node = cls(**params)
     if noise and node.temporal:
         raise ValueError(f"node model {name!r} runs in time steps and takes no activity-noise wrapper; "
-                         f"give it membrane noise with its own 'noise' parameter")
+                         f"give it noise with its own 'membrane_noise' parameter")
     if noise:
         node = make_noise(node, noise)
     return node

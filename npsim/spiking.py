@@ -131,7 +131,7 @@ class LIF(TemporalNode):
     reset : "zero" (v ← 0) or "subtract" (v ← v − threshold) after a spike.
     refractory : ms after a spike during which v is held and input ignored
         (rounded to whole steps); it caps the rate below 1/refractory.
-    noise : std of a Gaussian membrane-noise current, fresh per step, unit,
+    membrane_noise : std of a Gaussian noise current, fresh per step, unit,
         sample and pass (intrinsic noise: the learner sees only its effect).
     readout : "rate" — spikes per step (count / T, in [0, 1]); "count" — spikes.
 
@@ -144,7 +144,7 @@ class LIF(TemporalNode):
     threshold: float = 1.0
     reset: str = "zero"
     refractory: float = 0.0
-    noise: float = 0.0
+    membrane_noise: float = 0.0
     readout: str = "rate"
     name = "lif"
 
@@ -153,7 +153,7 @@ class LIF(TemporalNode):
         _positive("lif", "threshold", self.threshold)
         if self.reset not in ("zero", "subtract"):
             raise ValueError(f"lif: reset must be 'zero' or 'subtract', got {self.reset!r}")
-        for what in ("refractory", "noise"):
+        for what in ("refractory", "membrane_noise"):
             v = getattr(self, what)
             if not (v >= 0 and math.isfinite(v)):
                 raise ValueError(f"lif: {what} must be a finite number >= 0, got {v!r}")
@@ -162,7 +162,7 @@ class LIF(TemporalNode):
 
     @property
     def noisy(self):  # type: ignore[override]
-        return self.noise > 0
+        return self.membrane_noise > 0
 
     def constants(self, dt: float) -> dict:
         return super().constants(dt) | {"threshold": self.threshold, "subtract": self.reset == "subtract",
@@ -279,12 +279,12 @@ def simulate(nodes, weights, consts, source, sim: Simulation, rng, *, repeats: i
     vrec = {s: np.empty((chunk, rows, consts[s].shape[1]), dtype) for s in record}
     # each noisy layer draws from its own stream, so the draws do not depend on the chunking
     noise_streams = {}
-    if any(getattr(nd, "noise", 0) > 0 for nd in nodes):
+    if any(getattr(nd, "membrane_noise", 0) > 0 for nd in nodes):
         if rng is None:
             raise ValueError("membrane noise needs a random stream (rng)")
         seed = int(rng.integers(0, 2**63 - 1))
         noise_streams = {s: type(rng)(rng.backend, np.random.SeedSequence([seed, s]))
-                         for s, nd in enumerate(nodes) if getattr(nd, "noise", 0) > 0}
+                         for s, nd in enumerate(nodes) if getattr(nd, "membrane_noise", 0) > 0}
     source_sum = None
     if source is not None:
         B = rows // repeats
@@ -310,7 +310,7 @@ def simulate(nodes, weights, consts, source, sim: Simulation, rng, *, repeats: i
                 current = cur[s][:steps]
             noise = None
             if s in noise_streams:
-                noise = noise_streams[s].normal((steps, rows, consts[s].shape[1]), scale=st.node.noise, dtype=dtype)
+                noise = noise_streams[s].normal((steps, rows, consts[s].shape[1]), scale=st.node.membrane_noise, dtype=dtype)
             kernels.membrane_run(current, noise, st.v, st.refr, st.count, st.sum_i, st.sum_v,
                                  spikes[s][:steps], vrec[s][:steps] if s in vrec else None,
                                  record=s in vrec, parallel=sim.parallel, **st.k)

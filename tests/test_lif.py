@@ -64,7 +64,7 @@ def test_membrane_follows_the_discrete_lif_equation(reset):
 
 
 def _spiking_net(encoding="poisson", noise=0.0, out="linear", decorrelate=True, steps=12):
-    lif = LIF(tau=8.0, threshold=0.3, refractory=1.0, noise=noise)
+    lif = LIF(tau=8.0, threshold=0.3, refractory=1.0, membrane_noise=noise)
     out_node = LeakyIntegrator(tau=5.0) if out == "li" else make_node(out)
     layers = [Dense(12, 16, lif, decorrelate), Dense(16, 10, lif, decorrelate), Dense(10, 3, out_node, decorrelate)]
     return Network(layers, make_loss("cross_entropy"), simulation=Simulation(steps=steps, dt=1.0, encoding=encoding))

@@ -94,7 +94,20 @@ class SimulationConfig(_Strict):
     parallel: bool = False
 
 
+class ConvConfig(_Strict):
+    """One convolution layer (npsim.layers.Conv2D); its node model is the hidden layers'."""
+
+    channels: int = Field(ge=1)
+    kernel: int = Field(ge=1)
+    stride: int = Field(default=1, ge=1)
+    padding: int = Field(default=0, ge=0)
+    pool: int = Field(default=1, ge=1)
+    pooling: Literal["max", "avg"] = "max"
+
+
 class NetworkConfig(_Strict):
+    input_shape: list[int] | None = None  # (C, H, W) for conv layers; default: the data set's image shape
+    conv: list[ConvConfig] = []  # convolution layers before the dense hidden layers
     hidden: list[int] = [256, 256]
     node: str | list[str] = "leaky_relu"
     node_params: dict[str, float | int | str] = {}
@@ -115,8 +128,12 @@ class NetworkConfig(_Strict):
 
     @model_validator(mode="after")
     def _nodes_match(self):
-        if isinstance(self.node, list) and len(self.node) != len(self.hidden):
-            raise ValueError(f"node lists {len(self.node)} node models for {len(self.hidden)} hidden layers")
+        n = len(self.conv) + len(self.hidden)
+        if isinstance(self.node, list) and len(self.node) != n:
+            raise ValueError(f"node lists {len(self.node)} node models for {n} hidden layers "
+                             f"({len(self.conv)} conv + {len(self.hidden)} dense)")
+        if self.input_shape is not None and (len(self.input_shape) != 3 or min(self.input_shape) < 1):
+            raise ValueError(f"input_shape must be [C, H, W] of positive integers, got {self.input_shape}")
         return self
 
 

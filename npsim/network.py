@@ -1,11 +1,13 @@
-"""Dense layers, optional decorrelation, and the Network that runs passes.
+"""The Network: a stack of layers (:mod:`npsim.layers`) that runs passes.
 
-A network is static structure (layer sizes, node models, loss); its parameters
-are a separate flat dict of named arrays::
+A network is static structure (layers, node models, loss); its parameters
+are a separate flat dict of named arrays, for a dense layer::
 
     "layer0/W"  (n_1, n_0)   weights, a_1 = x_0 W^T + b
     "layer0/b"  (n_1,)       bias
     "layer0/R"  (n_0, n_0)   decorrelation matrix (only if that layer decorrelates)
+
+(a convolution's W is (channels, patch size), its R (patch size, patch size)).
 
 Flat names make the optimizer state and the checkpoint plain named arrays.
 
@@ -24,10 +26,11 @@ from .backend import Backend
 from .backend import array_module as _xp
 from .kernels import perturb_activate
 from .losses import Loss
-from .nodes import LeakyReLU, Linear, NodeModel, ReLU
+from .layers import Conv2D, Dense
+from .nodes import LeakyReLU, Linear, ReLU
 from .spiking import Monitor, Simulation, simulate
 
-__all__ = ["Dense", "Network", "Trace", "param_key"]
+__all__ = ["Conv2D", "Dense", "Network", "Trace", "param_key"]
 
 
 def param_key(layer: int, name: str) -> str:
@@ -35,38 +38,16 @@ def param_key(layer: int, name: str) -> str:
     return f"layer{layer}/{name}"
 
 
-@dataclass(frozen=True)
-class Dense:
-    """A fully connected layer: a = (R x) W^T + b, x_out = node(a).
-
-    n_in, n_out : input and output widths.
-    node : the node model of the layer's units.
-    decorrelate : whether the layer sees its input through a learned square matrix R.
-    """
-
-    n_in: int
-    n_out: int
-    node: NodeModel
-    decorrelate: bool = False
-
-    def __post_init__(self):
-        for what in ("n_in", "n_out"):
-            v = getattr(self, what)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"Dense: {what} must be a positive integer, got {v!r}")
-        if not isinstance(self.node, NodeModel):
-            raise TypeError(f"Dense: node must be a NodeModel, got {type(self.node).__name__}")
-
-
 @dataclass
 class Trace:
     """What one pass computed, per layer l = 0..L-1 (rows = samples).
 
-    inputs[l] : (N, n_in)  the layer's input after decorrelation (x_{l-1} in DESIGN §2)
-    drive[l]  : (N, n_out) W x + b, before perturbation and intrinsic noise (at layer
+    inputs[l] : (N, ·)     what W multiplies, after decorrelation (x_{l-1} in DESIGN §2;
+                for a convolution the image patches, (N, positions · patch size))
+    drive[l]  : (N, n_units) W x + b, before perturbation and intrinsic noise (at layer
                 ``start`` of a stacked pass: the base's B rows, not tiled)
-    pre[l]    : (N, n_out) the activity a_l: drive + perturbation + intrinsic noise
-    post[l]   : (N, n_out) the node output x_l
+    pre[l]    : (N, n_units) the activity a_l: drive + perturbation + intrinsic noise
+    post[l]   : (N, n_out) the layer output x_l (node output; pooled for a convolution)
     loss      : (N,)       per-sample loss
     start     : first layer this pass computed; entries below it are shared with
                 the pass it was built from (they have that pass's row count).
@@ -95,7 +76,7 @@ class Trace:
 
 
 class Network:
-    """A feed-forward stack of :class:`Dense` layers with a per-sample loss.
+    """A feed-forward stack of :class:`Dense` and :class:`Conv2D` layers with a per-sample loss.
 
     simulation : how temporal (spiking) layers are simulated (time steps, dt,
         input encoding); defaults to ``Simulation()`` when any layer is temporal.
@@ -114,6 +95,10 @@ class Network:
         if not isinstance(loss, Loss):
             raise TypeError(f"Network: loss must be a Loss, got {type(loss).__name__}")
         for i, layer in enumerate(layers):
+            if not isinstance(layer, (Dense, Conv2D)):
+                raise TypeError(f"Network: layer {i} must be Dense or Conv2D, got {type(layer).__name__}")
+            if _temporal(layer.node) and not isinstance(layer, Dense):
+                raise ValueError(f"Network: layer {i}: time-stepped node models run in Dense layers only")
             inner = getattr(layer.node, "inner", None)
             if inner is not None and _temporal(inner):
                 raise ValueError(
@@ -139,7 +124,7 @@ class Network:
     @property
     def n_units(self) -> int:
         """Units in all layers, output layer included (N of ANP)."""
-        return sum(layer.n_out for layer in self.layers)
+        return sum(layer.n_units for layer in self.layers)
 
     @property
     def differentiable(self) -> bool:
@@ -167,8 +152,7 @@ class Network:
     def describe(self) -> str:
         parts = [str(self.sizes[0])]
         for layer in self.layers:
-            d = "D" if layer.decorrelate else ""
-            parts.append(f"{d}{layer.n_out}:{layer.node.describe()}")
+            parts.append(layer.describe())
         sim = ""
         if self.temporal:
             s = self.simulation
@@ -181,26 +165,24 @@ class Network:
         params = {}
         for i, layer in enumerate(self.layers):
             if scheme == "he":
-                std = math.sqrt(2.0 / layer.n_in)
+                std = math.sqrt(2.0 / layer.fan_in)
             elif scheme == "lecun":
-                std = math.sqrt(1.0 / layer.n_in)
+                std = math.sqrt(1.0 / layer.fan_in)
             elif scheme == "xavier":
-                std = math.sqrt(2.0 / (layer.n_in + layer.n_out))
+                std = math.sqrt(2.0 / (layer.fan_in + layer.fan_out))
             else:
                 raise ValueError(f"unknown init scheme {scheme!r}; choose he, lecun or xavier")
-            params[param_key(i, "W")] = rng.normal((layer.n_out, layer.n_in), scale=std)
-            params[param_key(i, "b")] = backend.zeros((layer.n_out,))
+            shapes = layer.param_shapes()
+            params[param_key(i, "W")] = rng.normal(shapes["W"], scale=std)
+            params[param_key(i, "b")] = backend.zeros(shapes["b"])
             if layer.decorrelate:
-                params[param_key(i, "R")] = backend.eye(layer.n_in)
+                params[param_key(i, "R")] = backend.eye(shapes["R"][0])
         return params
 
     def check_params(self, params: dict) -> None:
         """Raise ``ValueError`` if ``params`` does not fit this network's shapes."""
         for i, layer in enumerate(self.layers):
-            want = {"W": (layer.n_out, layer.n_in), "b": (layer.n_out,)}
-            if layer.decorrelate:
-                want["R"] = (layer.n_in, layer.n_in)
-            for name, shape in want.items():
+            for name, shape in layer.param_shapes().items():
                 k = param_key(i, name)
                 if k not in params:
                     raise ValueError(f"parameters lack {k!r}")
@@ -258,11 +240,9 @@ class Network:
             if base is not None and i == start:
                 inp, d, reps = base.inputs[i], base.drive[i], repeats
             else:
-                inp = x if i == 0 else h
-                if layer.decorrelate:
-                    inp = inp @ params[param_key(i, "R")].T
-                d = inp @ params[param_key(i, "W")].T
-                d += params[param_key(i, "b")]
+                R = params[param_key(i, "R")] if layer.decorrelate else None
+                inp = layer.layer_input(x if i == 0 else h, R)
+                d = layer.drive(inp, params[param_key(i, "W")], params[param_key(i, "b")])
             eps = perturb[i] if perturb is not None else None
             slope = _fused_slope(layer.node)
             if slope is not False and (eps is not None or reps > 1):
@@ -275,6 +255,7 @@ class Network:
                 if layer.node.noisy:
                     a = layer.node.activity(a, rng)
                 h = layer.node(a, rng)
+            h = layer.output(h)
             inputs[i], drive[i], pre[i], post[i] = inp, d, a, h
         yy = _tile(y, repeats) if repeats > 1 else y
         loss = self.loss(h, yy)
@@ -365,13 +346,12 @@ class Network:
         dx = self.loss.grad(trace.output, y) / n
         for i in range(self.n_layers - 1, -1, -1):
             layer = self.layers[i]
-            da = dx * layer.node.grad(trace.pre[i], trace.post[i])
-            grads[param_key(i, "W")] = da.T @ trace.inputs[i]
-            grads[param_key(i, "b")] = da.sum(axis=0)
+            u = layer.node(trace.pre[i]) if isinstance(layer, Conv2D) else trace.post[i]  # unit outputs
+            da = layer.output_grad(dx, u) * layer.node.grad(trace.pre[i], u)
+            grads[param_key(i, "W")], grads[param_key(i, "b")] = layer.weight_grad(da, trace.inputs[i], 1)
             if i > 0:
-                dx = da @ params[param_key(i, "W")]
-                if layer.decorrelate:
-                    dx = dx @ params[param_key(i, "R")]
+                R = params[param_key(i, "R")] if layer.decorrelate else None
+                dx = layer.input_grad(da, params[param_key(i, "W")], R)
         return grads
 
 

@@ -22,9 +22,9 @@ import numpy as np
 from . import __version__
 from .backend import Backend, get_backend
 from .config import Config, parse_toml
-from .data import Dataset, epoch_order, load_dataset
+from .data import DATASETS, Dataset, canonical_name, epoch_order, load_dataset
 from .losses import make_loss
-from .network import Dense, Network
+from .network import Conv2D, Dense, Network
 from .spiking import Monitor, Simulation
 from .nodes import make_node
 from .optim import cosine_decay, make_optimizer
@@ -76,13 +76,22 @@ def build_network(cfg: Config, n_in: int, n_out: int) -> Network:
     nc = cfg.network
     base, dec_rule = split_rule_name(cfg.rule.name)
     dec = dec_rule if nc.decorrelate is None else nc.decorrelate
-    sizes = [n_in, *nc.hidden, n_out]
-    nodes = nc.node if isinstance(nc.node, list) else [nc.node] * len(nc.hidden)
+    n_hidden = len(nc.conv) + len(nc.hidden)
+    nodes = nc.node if isinstance(nc.node, list) else [nc.node] * n_hidden
     noise = nc.noise.model_dump(exclude_none=True) if nc.noise else None
+    hidden_nodes = [make_node(nodes[i], noise=noise, **nc.node_params) for i in range(n_hidden)]
     layers = []
+    if nc.conv:
+        shape = _input_shape(cfg, n_in)
+        for cc, node in zip(nc.conv, hidden_nodes):
+            layers.append(Conv2D(shape, channels=cc.channels, kernel=cc.kernel, node=node, stride=cc.stride,
+                                 padding=cc.padding, pool=cc.pool, pooling=cc.pooling, decorrelate=dec))
+            shape = layers[-1].out_shape
+        n_in = layers[-1].n_out
+    sizes = [n_in, *nc.hidden, n_out]
     for i in range(len(sizes) - 1):
         if i < len(nc.hidden):
-            node = make_node(nodes[i], noise=noise, **nc.node_params)
+            node = hidden_nodes[len(nc.conv) + i]
         else:
             node = make_node(nc.output, noise=noise if cfg.rule.noise == "intrinsic" else None, **nc.output_params)
         layers.append(Dense(sizes[i], sizes[i + 1], node, decorrelate=dec))
@@ -98,6 +107,24 @@ def build_network(cfg: Config, n_in: int, n_out: int) -> Network:
             temporal = [i for i, layer in enumerate(net.layers) if getattr(layer.node, "temporal", False)]
             raise ValueError(f"train.monitor.layers: {bad} are not temporal layers; temporal layers: {temporal or 'none'}")
     return net
+
+
+def _input_shape(cfg: Config, n_in: int) -> tuple[int, int, int]:
+    """(C, H, W) of the input images: network.input_shape, else the data set's known image shape."""
+    shape = cfg.network.input_shape
+    if shape is None:
+        try:
+            known = DATASETS[canonical_name(cfg.data.name)].shape
+        except ValueError:
+            known = None
+        if known is None:
+            raise ValueError(f"network.conv needs network.input_shape = [C, H, W] for data '{cfg.data.name}'")
+        shape = (1, *known) if len(known) == 2 else known
+    shape = tuple(int(v) for v in shape)
+    if int(np.prod(shape)) != n_in:
+        raise ValueError(f"network.input_shape {list(shape)} has {int(np.prod(shape))} values but the data "
+                         f"have {n_in} features")
+    return shape
 
 
 def build(cfg: Config, *, data: Dataset | None = None) -> Experiment:

@@ -77,7 +77,7 @@ class Decorrelate(Rule):
         out = self.inner(net, params, x, y, rng)
         for i in net.decorrelated:
             k = param_key(i, "R")
-            X = out.trace.inputs[i]
+            X = net.layers[i].decorrelation_rows(out.trace.inputs[i])
             if self.samples is not None:
                 X = X[: self.samples]
             out.assign[k] = decorrelation_step(params[k], X, self.lr, self.kappa)

@@ -18,16 +18,16 @@ __all__ = ["Perturbation", "NP", "INP", "ANP"]
 _TINY = 1e-30
 
 
-def _direction(signal, inputs, repeats: int):
+def _direction(layer, signal, inputs, repeats: int):
     """G_W = (1/(K B)) Σ_{k,b} s_{kb} x_bᵀ and G_b = (1/(K B)) Σ s_{kb}.
 
-    signal : (K·B, n_out) per-sample weighted perturbation s
-    inputs : (B, n_in) clean layer input
+    signal : (K·B, n_units) per-sample weighted perturbation s
+    inputs : (B, ·) clean layer input (what W multiplies)
     """
     n = signal.shape[0]
-    if repeats > 1:  # sum the K copies first: one (n_out × B) @ (B × n_in) product
+    if repeats > 1:  # sum the K copies first: one (n_units × B) @ (B × n_in) product
         signal = signal.reshape(repeats, n // repeats, signal.shape[1]).sum(axis=0)
-    return (signal.T @ inputs) / n, signal.sum(axis=0) / n
+    return layer.weight_grad(signal, inputs, n)
 
 
 class Perturbation(Rule):
@@ -41,12 +41,13 @@ class Perturbation(Rule):
         return net.forward(params, x, y, rng=rng)
 
     def _noise(self, net, rng, rows: int, layers):
-        return [rng.normal((rows, net.layers[i].n_out), scale=self.sigma) if i in layers else None
+        return [rng.normal((rows, net.layers[i].n_units), scale=self.sigma) if i in layers else None
                 for i in range(net.n_layers)]
 
 
-def _layer_grads(grads: dict, layer: int, signal, inputs, repeats: int) -> None:
-    grads[param_key(layer, "W")], grads[param_key(layer, "b")] = _direction(signal, inputs, repeats)
+def _layer_grads(net, grads: dict, layer: int, signal, inputs, repeats: int) -> None:
+    grads[param_key(layer, "W")], grads[param_key(layer, "b")] = _direction(net.layers[layer], signal, inputs,
+                                                                            repeats)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class NP(Perturbation):
         w = dl * dl.dtype.type(1.0 / self.sigma**2)
         grads = {}
         for i in range(net.n_layers):
-            _layer_grads(grads, i, w[:, None] * eps[i], clean.inputs[i], K)
+            _layer_grads(net, grads, i, w[:, None] * eps[i], clean.inputs[i], K)
         return RuleOutput(grads, clean, float(dl.mean()))
 
 
@@ -98,7 +99,7 @@ class INP(Perturbation):
             e = eps[i]
             norm2 = (e * e).sum(axis=1)
             w = dl * e.shape[1] / (norm2 + _TINY)
-            _layer_grads(grads, i, w[:, None] * e, clean.inputs[i], K)
+            _layer_grads(net, grads, i, w[:, None] * e, clean.inputs[i], K)
             dls.append(float(dl.mean()))
         return RuleOutput(grads, clean, sum(dls) / len(dls))
 
@@ -151,7 +152,7 @@ class ANP(Perturbation):
         w = dl * net.n_units / (norm2 + _TINY)
         grads = {}
         for i in range(net.n_layers):
-            _layer_grads(grads, i, w[:, None] * da[i], clean.inputs[i], K)
+            _layer_grads(net, grads, i, w[:, None] * da[i], clean.inputs[i], K)
         return RuleOutput(grads, clean, float(dl.mean()))
 
 

@@ -32,6 +32,7 @@ class DataConfig(_Strict):
     path: str | None = None  # a relative path is relative to the config file
     n_train: int | None = Field(default=None, ge=1)
     normalize: Literal["standard", "unit", "none"] = "standard"
+    validation: int | None = Field(default=None, ge=1)  # last N training samples replace the test set (tuning)
 
 
 def _finite(**kw):

@@ -676,7 +676,8 @@ def _sum_squares(x: np.ndarray, block: int = 8192) -> float:
     return s
 
 
-def load_dataset(name: str, path=None, *, n_train: int | None = None, normalize: str = "standard") -> Dataset:
+def load_dataset(name: str, path=None, *, n_train: int | None = None, normalize: str = "standard",
+                 validation: int | None = None) -> Dataset:
     """Find, read and preprocess a data set.
 
     Preprocessing: inputs are flattened to (N, D) float32; uint8 data are
@@ -700,6 +701,9 @@ def load_dataset(name: str, path=None, *, n_train: int | None = None, normalize:
     n_train : keep only the first ``n_train`` training samples (all when
         None). Must not exceed the number available.
     normalize : ``"standard"``, ``"unit"`` or ``"none"``.
+    validation : hold out the last ``validation`` of the kept training samples
+        and return them as the test set (for tuning without touching the test
+        set); the normalisation statistics come from the rest.
 
     Returns
     -------
@@ -729,6 +733,16 @@ def load_dataset(name: str, path=None, *, n_train: int | None = None, normalize:
         if isinstance(n_train, bool) or int(n_train) != n_train or not 1 <= n_train <= n_avail:
             raise ValueError(f"n_train must be an integer in [1, {n_avail}] for {label!r} at {location}, got {n_train!r}")
         x_train, y_train = x_train[: int(n_train)], y_train[: int(n_train)]
+    source = str(location)
+    if validation is not None:
+        n_kept = x_train.shape[0]
+        if isinstance(validation, bool) or int(validation) != validation or not 1 <= validation < n_kept:
+            raise ValueError(f"validation must be an integer in [1, {n_kept - 1}] (training samples kept: "
+                             f"{n_kept}), got {validation!r}")
+        v = int(validation)
+        x_test, y_test = x_train[-v:], y_train[-v:]
+        x_train, y_train = x_train[:-v], y_train[:-v]
+        source += f" (validation: the last {v} training samples stand in for the test set)"
 
     y_train = np.ascontiguousarray(y_train, dtype=np.int64)
     y_test = np.ascontiguousarray(y_test, dtype=np.int64)
@@ -762,7 +776,7 @@ def load_dataset(name: str, path=None, *, n_train: int | None = None, normalize:
 
     return Dataset(
         name=label, x_train=xtr, y_train=y_train, x_test=xte, y_test=y_test,
-        n_classes=int(n_classes), source=str(location),
+        n_classes=int(n_classes), source=source,
     )
 
 

@@ -131,7 +131,7 @@ def build(cfg: Config, *, data: Dataset | None = None) -> Experiment:
     """Build data, network, rule and optimizer from a validated config (ValueError on bad combinations)."""
     be = get_backend(cfg.backend, cfg.dtype)
     ds = data if data is not None else load_dataset(cfg.data.name, cfg.data.path, n_train=cfg.data.n_train,
-                                                    normalize=cfg.data.normalize)
+                                                    normalize=cfg.data.normalize, validation=cfg.data.validation)
     net = build_network(cfg, ds.n_features, ds.n_classes)
     rc = cfg.rule
     base, _ = split_rule_name(rc.name)

@@ -372,3 +372,19 @@ def test_bundled_fashion_mnist():
     np.testing.assert_array_equal(np.bincount(ds.y_test, minlength=10), np.full(10, 1000))
     # shuffled order: a prefix holds every class
     assert set(np.unique(ds.y_train[:200])) == set(range(10))
+
+
+def test_validation_split_replaces_the_test_set(tmp_path):
+    from npsim.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 4)).astype(np.float32)
+    y = np.arange(50) % 3
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:5] + 100, y_test=y[:5])
+    ds = load_dataset("d", tmp_path / "d.npz", n_train=40, validation=10, normalize="none")
+    assert ds.n_train == 30 and ds.n_test == 10
+    np.testing.assert_array_equal(ds.x_test, x[30:40])
+    np.testing.assert_array_equal(ds.y_test, y[30:40])
+    assert "validation" in ds.source
+    with pytest.raises(ValueError, match="validation must be an integer in \\[1, 39\\]"):
+        load_dataset("d", tmp_path / "d.npz", n_train=40, validation=40)

@@ -9,8 +9,8 @@ After each step, from the clean pass's decorrelated inputs X (B × n):
 also pulls each variance towards 1. C R is formed as Xᵀ(X R)/B − v ⊙ R when
 B < n, which costs O(B n²) instead of the O(n³) of forming C first.
 
-``samples = S`` estimates C from the first S rows of the (shuffled) batch
-only: the update then costs O(S n²) instead of O(B n²). The trade-off: each
+``samples = S`` estimates C from S rows spread evenly over the (shuffled)
+batch — for a convolution, over its image patches — only: the update then costs O(S n²) instead of O(B n²). The trade-off: each
 step's estimate of the input covariance is noisier (its variance grows as
 1/S), which the small learning rate η averages out over steps; the expected
 update is unchanged.
@@ -78,8 +78,8 @@ class Decorrelate(Rule):
         for i in net.decorrelated:
             k = param_key(i, "R")
             X = net.layers[i].decorrelation_rows(out.trace.inputs[i])
-            if self.samples is not None:
-                X = X[: self.samples]
+            if self.samples is not None and X.shape[0] > self.samples:
+                X = X[:: X.shape[0] // self.samples][: self.samples]  # spread over the batch (and image positions)
             out.assign[k] = decorrelation_step(params[k], X, self.lr, self.kappa)
         return out
 

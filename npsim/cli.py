@@ -1,4 +1,4 @@
-"""The ``npsim`` command: train, resume, inspect, plot and compare runs.
+"""The ``npsim`` command: train, resume, inspect, plot and compare runs, and run sweeps.
 
 Bad input ends with one line ``npsim: error: ...`` and exit status 2; a run
 that diverges ends with exit status 1 after marking its file failed.
@@ -48,11 +48,33 @@ def _parser() -> argparse.ArgumentParser:
                         description="Plot learning curves and BP alignment of one or more runs; for a single run "
                                     "with spike/voltage monitors also their plot, <out stem>-monitors.png (or the "
                                     "suffix of --out).")
-    pl.add_argument("runs", nargs="+", help="trajectory files")
-    pl.add_argument("-o", "--out", default=None, help="PNG file (default: <first run>.png)")
+    pl.add_argument("runs", nargs="+", help="trajectory files, or one sweep (its TOML file, out folder or index.csv)")
+    pl.add_argument("-o", "--out", default=None,
+                    help="PNG file (default: <first run>.png; for a sweep <out folder>/sweep.png)")
 
-    c = sub.add_parser("compare", help="table of final metrics of several runs")
-    c.add_argument("runs", nargs="+", help="trajectory files")
+    c = sub.add_parser("compare", help="table of final metrics of several runs, or of a sweep's groups")
+    c.add_argument("runs", nargs="+", help="trajectory files, or one sweep (its TOML file, out folder or index.csv)")
+
+    sw = sub.add_parser("sweep", help="run a sweep over config values and seeds as Dask tasks",
+                        description="Run every unfinished run of a sweep file (docs/sweeps.md) as a Dask task, on a "
+                                    "local cluster or on a running Dask scheduler; one trajectory file per run and an "
+                                    "index (index.csv) in the out folder. Running it again skips finished runs and "
+                                    "resumes interrupted ones.")
+    sw.add_argument("sweep", help="sweep TOML file")
+    sw.add_argument("--out", help="folder for the runs and the index (default: the file's out, else runs/<name>)")
+    where = sw.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="use the Dask scheduler at ADDRESS (e.g. tcp://node1:8786) instead of a local cluster; "
+                            "its workers must see the out folder at the same path")
+    where.add_argument("--scheduler-file", metavar="FILE",
+                       help="as --scheduler, reading the address from FILE (dask scheduler --scheduler-file FILE)")
+    sw.add_argument("--workers", type=int, metavar="N",
+                    help="local cluster: N worker processes, one run each at a time (default: one per CPU)")
+    sw.add_argument("--threads-per-run", type=int, metavar="T",
+                    help="BLAS/Numba threads of each run (local default: CPUs / workers)")
+    sw.add_argument("--retry-failed", action="store_true", help="run failed runs again, from scratch")
+    sw.add_argument("--dry-run", action="store_true", help="list the runs and what would be done; run nothing")
+    sw.add_argument("--quiet", action="store_true", help="no progress line")
 
     d = sub.add_parser("data", help="which data sets were found where")
     d.add_argument("name", nargs="*", help="data set names (default: all known)")
@@ -132,9 +154,24 @@ def _plot_monitors_if_any(run, out: Path) -> Path | None:
     return plot_monitors(traj, _monitors_out(out))
 
 
+def _is_sweep(paths: list[str]) -> bool:
+    """One argument that names a sweep: its TOML file, its out folder or its index (.csv)."""
+    if len(paths) != 1:
+        return False
+    p = Path(paths[0])
+    return p.is_dir() or p.suffix.lower() in (".toml", ".csv")
+
+
 def _cmd_plot(args) -> int:
     from .analysis import plot_runs
 
+    if _is_sweep(args.runs):
+        from .analysis import plot_sweep
+        from .sweep import index_path
+
+        out = Path(args.out) if args.out else index_path(args.runs[0]).parent / "sweep.png"
+        print(plot_sweep(args.runs[0], out))
+        return 0
     out = Path(args.out) if args.out else Path(args.runs[0]).with_suffix(".png")
     plot_runs(args.runs, out)
     print(out)
@@ -148,8 +185,44 @@ def _cmd_plot(args) -> int:
 def _cmd_compare(args) -> int:
     from .analysis import compare_text
 
+    if _is_sweep(args.runs):
+        from .analysis import sweep_text
+
+        print(sweep_text(args.runs[0]))
+        return 0
     print(compare_text(args.runs))
     return 0
+
+
+def _cmd_sweep(args) -> int:
+    from .sweep import load_sweep_file, plan, run_sweep
+
+    for opt in ("workers", "threads_per_run"):
+        v = getattr(args, opt)
+        if v is not None and v < 1:
+            return _fail(f"--{opt.replace('_', '-')} must be >= 1 (got {v})")
+    if args.workers is not None and (args.scheduler or args.scheduler_file):
+        return _fail("--workers sizes the local cluster; with --scheduler/--scheduler-file the scheduler's "
+                     "workers run the sweep")
+    sweep = load_sweep_file(args.sweep, out=args.out)
+    if args.dry_run:
+        states = plan(sweep, retry_failed=args.retry_failed)
+        doing = {"run": "run", "resume": "resume", None: "-"}
+        width = max(len(s.status) for s in states)
+        print(f"sweep {sweep.name}: {len(states)} runs in {sweep.out}")
+        for s in states:
+            print(f"{s.status:<{width}}  {doing[s.action]:<6}  {s.spec.name}")
+        return 0
+    try:
+        rows = run_sweep(sweep, scheduler=args.scheduler, scheduler_file=args.scheduler_file, workers=args.workers,
+                         threads_per_run=args.threads_per_run, retry_failed=args.retry_failed,
+                         progress=not args.quiet)
+    except KeyboardInterrupt:
+        return _fail(f"sweep interrupted; run the same command again to resume (index: {sweep.index})", 130)
+    n_fin = sum(r["status"] == "finished" for r in rows)
+    n_fail = sum(r["status"] == "failed" for r in rows)
+    print(f"sweep {sweep.name}: {n_fin} of {len(rows)} runs finished, {n_fail} failed -> {sweep.index}")
+    return 0 if n_fin == len(rows) else EXIT_RUN_FAILED
 
 
 def _cmd_data(args) -> int:
@@ -166,7 +239,8 @@ def _cmd_data(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "info": _cmd_info, "plot": _cmd_plot, "compare": _cmd_compare, "data": _cmd_data}
+COMMANDS = {"train": _cmd_train, "info": _cmd_info, "plot": _cmd_plot, "compare": _cmd_compare, "data": _cmd_data,
+            "sweep": _cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@ which sees every NumPy buffer), each as a ratio to the smallest T.
     python scripts/bench_spiking.py [--steps 25 50 100 200] [--batch 128] [--repeats 5]
 
 Memory should be flat in T (the time loop keeps only membrane state and
-running sums) and time at most linear in T.
+running sums) and time at most linear in T. The last column times the same
+step with the membrane kernel parallel over samples (``simulation.parallel``).
 """
 
 from __future__ import annotations
@@ -49,27 +50,31 @@ def main(argv=None) -> int:
     print(f"{net.describe()}\nrule {rule.name}, batch {args.batch}, median of {args.repeats} steps\n")
     rows = []
     for T in args.steps:
-        net.simulation = Simulation(**{**cfg.network.simulation.model_dump(), "steps": T})
-        params = net.init(be.stream(1), be)
-        opt = adam(1e-3)
-        state, rng = opt.init(trainable(params)), be.stream(2)
-        params, state, _ = train_step(net, rule, opt, params, state, x, y, rng)  # warm-up (compiles kernels)
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            params, state, _ = train_step(net, rule, opt, params, state, x, y, rng)
-            times.append(time.perf_counter() - t0)
-        tracemalloc.start()
-        params, state, _ = train_step(net, rule, opt, params, state, x, y, rng)
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        rows.append((T, statistics.median(times), peak))
-    T0, t0, p0 = rows[0]
+        timings = {}
+        for parallel in (False, True):
+            net.simulation = Simulation(**{**cfg.network.simulation.model_dump(), "steps": T, "parallel": parallel})
+            params = net.init(be.stream(1), be)
+            opt = adam(1e-3)
+            state, rng = opt.init(trainable(params)), be.stream(2)
+            params, state, _ = train_step(net, rule, opt, params, state, x, y, rng)  # warm-up (compiles kernels)
+            times = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                params, state, _ = train_step(net, rule, opt, params, state, x, y, rng)
+                times.append(time.perf_counter() - t0)
+            timings[parallel] = statistics.median(times)
+            if not parallel:
+                tracemalloc.start()
+                params, state, _ = train_step(net, rule, opt, params, state, x, y, rng)
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+        rows.append((T, timings[False], peak, timings[True]))
+    T0, t0, p0, _ = rows[0]
     print(f"{'T':>5} {'step ms':>9} {'ms per step of T':>17} {'time / T0':>10} {'T / T0':>7} "
-          f"{'peak MiB':>9} {'peak / T0':>10}")
-    for T, t, peak in rows:
+          f"{'peak MiB':>9} {'peak / T0':>10} {'parallel kernel ms':>19}")
+    for T, t, peak, tp in rows:
         print(f"{T:>5} {1e3 * t:>9.1f} {1e3 * t / T:>17.3f} {t / t0:>10.2f} {T / T0:>7.1f} "
-              f"{peak / 2**20:>9.2f} {peak / p0:>10.3f}")
+              f"{peak / 2**20:>9.2f} {peak / p0:>10.3f} {1e3 * tp:>19.1f}")
     return 0
 
 

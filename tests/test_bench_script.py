@@ -139,3 +139,11 @@ def test_script_without_torch_times_npsim_and_the_floor(tmp_path):
     assert "batch 4:" in out and "batch 8:" in out and "t(8)/t(4)" in out
     text = md.read_text()
     assert "torch samples/s" not in text and "## Scaling with the batch" in text
+
+
+def test_bench_spiking_prints_the_table():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_spiking.py"), "--steps", "4", "8",
+                          "--repeats", "1", "--batch", "8"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line.strip() and line.split()[0] in ("4", "8")]
+    assert len(rows) == 2 and float(rows[1][6]) <= 1.1  # peak memory at T=8 within 10% of T=4

@@ -14,8 +14,16 @@ is still writing (and on runs without any completed epoch yet), and lets
 
     plot_monitors("runs/snn.h5", "snn-monitors.png")  # spike rasters and voltages, if recorded
 
+Sweeps (``npsim sweep``; see ``docs/sweeps.md``) are read from their index::
+
+    rows = load_sweep("runs/my-sweep")              # one dict per run (the index rows)
+    groups = aggregate(rows)                        # mean, sd, 95% CI over seeds per parameter set
+    print(sweep_text("runs/my-sweep"))
+    plot_sweep("runs/my-sweep", "sweep.png")
+
 The CLI uses :func:`info_text` (``npsim info``), :func:`compare_text`
-(``npsim compare``), :func:`plot_runs` and :func:`plot_monitors` (``npsim plot``).
+(``npsim compare``), :func:`plot_runs` and :func:`plot_monitors` (``npsim plot``),
+and for a sweep :func:`sweep_text` and :func:`plot_sweep`.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ import numpy as np
 from .trajectory import Monitors, Trajectory, read_trajectory
 
 __all__ = ["load", "summary", "table", "curves", "running_mean", "info_text", "compare_text", "plot_runs",
-           "plot_monitors", "monitors_text", "ALIGNMENT_TAIL", "NO_ALIGNMENT"]
+           "plot_monitors", "monitors_text", "ALIGNMENT_TAIL", "NO_ALIGNMENT",
+           "load_sweep", "sweep_keys", "aggregate", "sweep_curves", "sweep_text", "plot_sweep", "SWEEP_METRICS"]
 
 #: Fraction of the measured (non-NaN) alignment rows, the last ones, that
 #: :func:`summary` averages into the per-layer alignment.
@@ -847,6 +856,379 @@ def plot_monitors(path_or_traj, out) -> Path:
         for ln in lines:
             ln.set_markersize(ms)
             ln.set_markeredgewidth(min(1.2, max(0.5, ms / 4)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, format=out.suffix.lower().lstrip("."))
+    return out
+
+
+# --------------------------------------------------------------------------- sweeps
+
+#: Per-run metrics of a sweep index that :func:`aggregate` summarises over seeds.
+SWEEP_METRICS = ("final_test_accuracy", "best_test_accuracy", "final_train_accuracy")
+
+
+def load_sweep(path) -> list[dict]:
+    """A sweep's runs: the rows of its index, one dict per run.
+
+    path : the sweep TOML file, its out folder, or its ``index.csv``.
+    Keys of a row: ``run``, ``file``, ``path`` (the trajectory file), every
+    swept key (typed values), ``seed``, ``status``, ``epochs``, the metrics
+    of :data:`npsim.sweep.INDEX_COLUMNS` (NaN if missing), ``alignment`` (list,
+    one cosine per layer) and ``message``. SweepError without a readable index.
+    """
+    from .sweep import read_index
+
+    return read_index(path)[1]
+
+
+def sweep_keys(rows: list[dict]) -> list[str]:
+    """The swept keys of index rows (every column but the index's own), in column order."""
+    from .sweep import INDEX_COLUMNS
+
+    own = {"run", "file", "path", *INDEX_COLUMNS}
+    return [k for k in rows[0] if k not in own] if rows else []
+
+
+def _rows(rows_or_path) -> list[dict]:
+    return load_sweep(rows_or_path) if isinstance(rows_or_path, (str, os.PathLike)) else list(rows_or_path)
+
+
+def _ci(values, confidence: float) -> tuple[int, float, float, float, float]:
+    """(n, mean, sd, low, high) of the finite values: Student-t interval for the mean (NaN sd/CI if n < 2)."""
+    from scipy import stats
+
+    a = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    n = len(a)
+    if n == 0:
+        return 0, math.nan, math.nan, math.nan, math.nan
+    mean = float(a.mean())
+    if n < 2:
+        return 1, mean, math.nan, math.nan, math.nan
+    sd = float(a.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return n, mean, sd, mean - half, mean + half
+
+
+def _groups(rows: list[dict], by: list[str]) -> list[tuple[dict, list[dict]]]:
+    """Rows grouped by their values of ``by``, groups in order of first appearance."""
+    out: dict[str, tuple[dict, list[dict]]] = {}
+    for r in rows:
+        values = {k: r.get(k) for k in by}
+        key = repr([values[k] for k in by])
+        out.setdefault(key, (values, []))[1].append(r)
+    return list(out.values())
+
+
+def aggregate(rows, by=None, *, metrics=SWEEP_METRICS, confidence: float = 0.95) -> list[dict]:
+    """Mean and confidence interval over seeds of a sweep's metrics, per parameter set.
+
+    rows : index rows (:func:`load_sweep`) or a sweep path.
+    by : keys to group by (default: every swept key; never ``seed``).
+    metrics : index columns to summarise.
+    confidence : level of the Student-t interval for the mean.
+
+    Only finished runs enter the statistics. Returns one dict per group, in
+    the order the groups first appear in the index: the group's values of
+    ``by``; ``runs``, ``finished``, ``failed`` (counts) and ``seeds`` (of the
+    finished runs); for each metric ``m``: ``m_n``, ``m_mean``, ``m_sd``,
+    ``m_low``, ``m_high`` (interval; NaN with fewer than 2 values);
+    ``alignment_mean``, ``alignment_low``, ``alignment_high`` (lists, one per
+    layer: cosine with the BP gradient, see :func:`summary`); ``mean_alignment_mean``
+    (over layers and seeds) and ``wall_time_mean`` (s).
+    """
+    rows = _rows(rows)
+    by = [k for k in (sweep_keys(rows) if by is None else by) if k != "seed"]
+    out = []
+    for values, members in _groups(rows, by):
+        done = [r for r in members if r.get("status") == "finished"]
+        g = dict(values)
+        g.update(runs=len(members), finished=len(done), failed=sum(r.get("status") == "failed" for r in members),
+                 seeds=[r.get("seed") for r in done])
+        for m in metrics:
+            n, mean, sd, lo, hi = _ci([r.get(m) for r in done], confidence)
+            g.update({f"{m}_n": n, f"{m}_mean": mean, f"{m}_sd": sd, f"{m}_low": lo, f"{m}_high": hi})
+        L = max((len(r.get("alignment") or []) for r in done), default=0)
+        per_layer = [_ci([(r.get("alignment") or [])[j] if j < len(r.get("alignment") or []) else math.nan
+                          for r in done], confidence) for j in range(L)]
+        g["alignment_mean"] = [c[1] for c in per_layer]
+        g["alignment_low"] = [c[3] for c in per_layer]
+        g["alignment_high"] = [c[4] for c in per_layer]
+        g["mean_alignment_mean"] = _ci([r.get("mean_alignment") for r in done], confidence)[1]
+        g["wall_time_mean"] = _ci([r.get("wall_time") for r in done], confidence)[1]
+        out.append(g)
+    return out
+
+
+def sweep_curves(rows, by=None, *, metric: str = "test_accuracy", confidence: float = 0.95) -> list[dict]:
+    """Per-epoch mean and confidence band over seeds of an epoch series, per parameter set.
+
+    rows : index rows or a sweep path; by : as in :func:`aggregate`;
+    metric : a per-epoch series (``test_accuracy``, ``train_accuracy``,
+    ``test_loss``, ``train_loss``).
+
+    Reads the trajectory files of the finished runs. Returns one dict per
+    group: the group's values of ``by`` and, with E the most epochs of any
+    member, ``epoch`` (E,), ``mean``, ``low``, ``high`` (E,; the band is NaN
+    where fewer than 2 runs have that epoch), ``min``, ``max`` and ``n`` (E,).
+    """
+    from .trajectory import TrajectoryError
+
+    rows = _rows(rows)
+    by = [k for k in (sweep_keys(rows) if by is None else by) if k != "seed"]
+    out = []
+    for values, members in _groups(rows, by):
+        series = []
+        for r in members:
+            if r.get("status") != "finished":
+                continue
+            try:
+                t = read_trajectory(r["path"], snapshots=False, monitors=False)
+            except TrajectoryError:
+                continue
+            e, y = _col(t.epochs, "epoch"), _col(t.epochs, metric).astype(np.float64)
+            if len(e) and len(e) == len(y):
+                series.append((e.astype(np.int64), y))
+        E = max((int(e.max()) for e, _ in series), default=0)
+        table = np.full((len(series), E), np.nan)
+        for i, (e, y) in enumerate(series):
+            table[i, e - 1] = y
+        stats_ = [_ci(table[:, j], confidence) for j in range(E)]
+        g = dict(values)
+        with np.errstate(all="ignore"):
+            g.update(epoch=np.arange(1, E + 1, dtype=np.float64),
+                     mean=np.array([c[1] for c in stats_]), low=np.array([c[3] for c in stats_]),
+                     high=np.array([c[4] for c in stats_]), n=np.array([c[0] for c in stats_], dtype=np.int64),
+                     min=np.nanmin(table, axis=0) if len(series) else np.empty(0),
+                     max=np.nanmax(table, axis=0) if len(series) else np.empty(0))
+        out.append(g)
+    return out
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+    """Readable labels of dotted keys: the last part (``rule.name`` -> ``rule``), the full key where ambiguous."""
+    def short(k):
+        parts = k.split(".")
+        return parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
+
+    labels = {k: short(k) for k in keys}
+    counts = {}
+    for v in labels.values():
+        counts[v] = counts.get(v, 0) + 1
+    return {k: (v if counts[v] == 1 else k) for k, v in labels.items()}
+
+
+def _value_label(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _group_label(g: dict, keys: list[str], short: dict[str, str]) -> str:
+    return ", ".join(f"{short[k]}={_value_label(g[k])}" for k in keys) if keys else "all runs"
+
+
+def _sweep_name(path) -> str:
+    from .sweep import SPEC_NAME, index_path
+
+    folder = index_path(path).parent
+    spec = folder / SPEC_NAME
+    if spec.is_file():
+        try:
+            return str(tomllib.loads(spec.read_text(encoding="utf-8")).get("name", folder.name))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            pass
+    return folder.name
+
+
+def _pm(mean: float, low: float, high: float, spec: str = ".4f") -> str:
+    if not math.isfinite(mean):
+        return "-"
+    if not math.isfinite(low):
+        return format(mean, spec)
+    return f"{format(mean, spec)} \u00b1 {format((high - low) / 2, spec)}"
+
+
+def sweep_text(path, *, confidence: float = 0.95) -> str:
+    """What ``npsim compare SWEEP`` prints: one line per parameter set, best mean final test accuracy first.
+
+    path : the sweep TOML file, its out folder or its index. Columns: the swept
+    keys, finished/total runs, final test, best test and final train accuracy
+    as mean ± half-width of the ``confidence`` Student-t interval over seeds
+    (finished runs only), mean BP alignment (over layers and seeds) and mean
+    wall time; then the failed runs with their messages.
+    """
+    from .sweep import index_path
+
+    rows = load_sweep(path)
+    if not rows:
+        raise ValueError(f"{index_path(path)}: the sweep has no runs")
+    keys = sweep_keys(rows)
+    short = _short_keys(keys)
+    groups = aggregate(rows, keys, confidence=confidence)
+    groups.sort(key=lambda g: -g["final_test_accuracy_mean"] if math.isfinite(g["final_test_accuracy_mean"])
+                else math.inf)
+    pct = f"{100 * confidence:g}%"
+    header = [short[k] for k in keys] + ["runs", "test acc", "best test acc", "train acc", "BP align", "wall time"]
+    right = set(header[len(keys):])
+    body = []
+    for g in groups:
+        cells = [_value_label(g[k]) for k in keys]
+        cells.append(f"{g['finished']}/{g['runs']}" + (f" ({g['failed']} failed)" if g["failed"] else ""))
+        for m in SWEEP_METRICS:
+            cells.append(_pm(g[f"{m}_mean"], g[f"{m}_low"], g[f"{m}_high"]))
+        cells.append(_fmt(g["mean_alignment_mean"], ".3f"))
+        cells.append(_fmt_duration(g["wall_time_mean"]))
+        body.append(cells)
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if h in right else c.ljust(w) for c, w, h in zip(cells, widths, header)).rstrip()
+
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: kv[0] != "finished"))
+    out = [f"sweep {_sweep_name(path)}: {len(rows)} runs ({status}); {index_path(path)}",
+           line(header), line(["-" * w for w in widths]), *(line(b) for b in body),
+           f"(mean \u00b1 half-width of the {pct} Student-t interval over seeds of finished runs; BP align: "
+           f"cosine with the BP gradient, mean over layers)"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    for r in failed:
+        out.append(f"failed: {r['run']}: {r['message'] or '(no message)'}")
+    return "\n".join(out)
+
+
+def plot_sweep(path, out, *, confidence: float = 0.95) -> Path:
+    """Plot a sweep, one colour per parameter set, into ``out`` (.png, .pdf or .svg).
+
+    path : the sweep TOML file, its out folder or its index.
+    Panels: (a) test accuracy and (b) test loss vs epoch, mean over seeds with
+    a band of the ``confidence`` Student-t interval (no band where fewer than
+    2 runs have the epoch; accuracy bands clipped to [0, 1], loss bands at 0);
+    (c) final test accuracy per parameter set: every seed as a dot, the mean
+    with its interval; (d) BP alignment per layer: mean over seeds (of each
+    run's mean over its last 10% of measured updates) with its interval. Only
+    finished runs are drawn. Returns ``out`` as a Path; ValueError for another suffix.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in PLOT_SUFFIXES:
+        raise ValueError(f"{out}: plot file must end in {', '.join(PLOT_SUFFIXES)}")
+    rows = load_sweep(path)
+    if not rows:
+        raise ValueError(f"{path}: the sweep has no runs")
+    keys = sweep_keys(rows)
+    short = _short_keys(keys)
+    groups = aggregate(rows, keys, confidence=confidence)
+    acc = sweep_curves(rows, keys, metric="test_accuracy", confidence=confidence)
+    loss = sweep_curves(rows, keys, metric="test_loss", confidence=confidence)
+
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    G = len(groups)
+    labels = [_group_label(g, keys, short) for g in groups]
+    fig = Figure(figsize=(12, 9), dpi=120)
+    FigureCanvasAgg(fig)  # no pyplot, no global backend switch
+    (ax_acc, ax_loss), (ax_fin, ax_al) = fig.subplots(2, 2)
+    cmap = colormaps["tab10"] if G <= 10 else colormaps["tab20"]
+    palette = [cmap(i % cmap.N) for i in range(G)]
+    grey = "0.35"
+    pct = f"{100 * confidence:g}%"
+
+    for ax, curves_, ylabel, lim in ((ax_acc, acc, "test accuracy (fraction)", (0.0, 1.0)),
+                                     (ax_loss, loss, "test loss", (0.0, np.inf))):
+        drawn = False
+        for c, color in zip(curves_, palette):
+            if not len(c["epoch"]):
+                continue
+            drawn = True
+            mk = dict(marker="o", markersize=3) if len(c["epoch"]) <= 40 else {}
+            ax.plot(c["epoch"], c["mean"], color=color, lw=1.6, **mk)
+            band = np.isfinite(c["low"])
+            if band.any():
+                lo, hi = (np.clip(np.where(band, c[k], np.nan), *lim) for k in ("low", "high"))
+                ax.fill_between(c["epoch"], lo, hi, color=color, alpha=0.18, lw=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        if not drawn:
+            ax.text(0.5, 0.5, "no finished run", ha="center", va="center", transform=ax.transAxes, color=grey)
+    ax_acc.set_title(f"(a) test accuracy: mean over seeds, {pct} CI band")
+    ax_loss.set_title(f"(b) test loss: mean over seeds, {pct} CI band")
+
+    # (c) final test accuracy: seeds as dots, mean and interval; first group on top
+    rng = np.random.default_rng(0)
+    for i, (g, color) in enumerate(zip(groups, palette)):
+        y = G - 1 - i
+        vals = [r.get("final_test_accuracy") for r in rows
+                if r.get("status") == "finished" and all(r.get(k) == g[k] for k in keys)]
+        vals = np.asarray([v for v in vals if v is not None and np.isfinite(v)], dtype=np.float64)
+        if len(vals):
+            ax_fin.plot(vals, y + rng.uniform(-0.12, 0.12, len(vals)), ls="", marker="o", markersize=4,
+                        mfc="none", mec=color, alpha=0.8)
+        m, lo, hi = g["final_test_accuracy_mean"], g["final_test_accuracy_low"], g["final_test_accuracy_high"]
+        lo, hi = max(lo, 0.0), min(hi, 1.0)  # an accuracy interval ends at 0 and 1
+        if np.isfinite(m):
+            xerr = [[m - lo], [hi - m]] if np.isfinite(lo) else None
+            ax_fin.errorbar([m], [y], xerr=xerr, fmt="D", color=color, markersize=6, capsize=4, lw=1.5)
+    ax_fin.set_yticks(range(G))
+    numbered = max(map(len, labels)) > 28
+    ax_fin.set_yticklabels([f"({G - j})" if numbered else labels[G - 1 - j] for j in range(G)] if G > 1 else [""])
+    for tick, color in zip(ax_fin.get_yticklabels(), palette[::-1]):
+        tick.set_color(color)
+    ax_fin.set_ylim(-0.6, G - 0.4)
+    ax_fin.set_xlabel("final test accuracy (fraction)")
+    ax_fin.set_ylabel("parameter set (legend number)" if G > 1 and numbered else "")
+    ax_fin.set_title(f"(c) final test accuracy: seeds (\u25cb), mean \u00b1 {pct} CI (\u25c6)")
+    ax_fin.grid(True, axis="x", alpha=0.3)
+
+    # (d) BP alignment per layer: mean over seeds with interval, groups side by side
+    L = max((len(g["alignment_mean"]) for g in groups), default=0)
+    any_align = any(np.isfinite(g["alignment_mean"]).any() for g in groups if len(g["alignment_mean"]))
+    if any_align:
+        width = 0.7 / max(1, G)
+        for i, (g, color) in enumerate(zip(groups, palette)):
+            a = np.asarray(g["alignment_mean"], dtype=np.float64)
+            if not len(a) or not np.isfinite(a).any():
+                continue
+            x = np.arange(1, len(a) + 1) + (i - (G - 1) / 2) * width
+            lo, hi = (np.clip(np.asarray(g[k], dtype=np.float64), -1.0, 1.0)
+                      for k in ("alignment_low", "alignment_high"))
+            err = np.where(np.isfinite(lo), [a - lo, hi - a], 0.0)
+            ax_al.errorbar(x, a, yerr=err, fmt="o-", color=color, markersize=5, capsize=3, lw=1.0)
+        ax_al.set_xticks(range(1, L + 1))
+        ax_al.set_xticklabels([f"layer {j}" for j in range(1, L + 1)])
+        ax_al.axhline(0.0, color="0.6", lw=0.6, zorder=0)
+        ax_al.set_ylabel("cosine similarity")
+        ax_al.grid(True, axis="y", alpha=0.3)
+    else:
+        head, rest = NO_ALIGNMENT.split(": ", 1)
+        ax_al.text(0.5, 0.5, "\n".join([head + ":", *textwrap.wrap(rest, 42)]), ha="center", va="center",
+                   transform=ax_al.transAxes, color=grey)
+        ax_al.set_xticks([])
+        ax_al.set_yticks([])
+    ax_al.set_title(f"(d) alignment with the BP gradient: mean \u00b1 {pct} CI")
+
+    n_fin = sum(r["status"] == "finished" for r in rows)
+    fig.suptitle(f"sweep {_sweep_name(path)}: {len(rows)} runs ({n_fin} finished), {G} parameter "
+                 f"set{'s' if G != 1 else ''}; BP alignment: each run's mean over its last "
+                 f"{100 * ALIGNMENT_TAIL:g}% of measured updates", fontsize=11)
+    handles = [Line2D([], [], color=c, lw=2.5) for c in palette]
+    names = [(f"({i + 1}) " if numbered else "") + f"{lab}  [{g['finished']}/{g['runs']} runs finished]"
+             for i, (lab, g) in enumerate(zip(labels, groups))]
+    ncol = 1 if G <= 3 else (2 if G <= 8 else 3)
+    blank = Line2D([], [], alpha=0.0)
+    grid = _legend_rows(handles, names, ncol, blank)
+    fig.legend([grid[r][k][0] for k in range(ncol) for r in range(len(grid))],
+               [grid[r][k][1] for k in range(ncol) for r in range(len(grid))],
+               loc="lower center", ncol=ncol, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.015 + 0.03 * len(grid), 1, 0.97))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120, format=out.suffix.lower().lstrip("."))
     return out

@@ -1,7 +1,8 @@
 """The ``npsim`` command: train, resume, inspect, plot and compare runs, and run sweeps.
 
 Bad input ends with one line ``npsim: error: ...`` and exit status 2; a run
-that diverges ends with exit status 1 after marking its file failed.
+that diverges ends with exit status 1 after marking its file failed, and so
+does a sweep in which not every run finished.
 """
 
 from __future__ import annotations
@@ -211,12 +212,12 @@ def _cmd_sweep(args) -> int:
         width = max(len(s.status) for s in states)
         print(f"sweep {sweep.name}: {len(states)} runs in {sweep.out}")
         for s in states:
-            print(f"{s.status:<{width}}  {doing[s.action]:<6}  {s.spec.name}")
+            print(f"{s.status:<{width}}  {doing[s.action]:<6}  {s.spec.name}" + (f"  ({s.note})" if s.note else ""))
         return 0
     try:
         rows = run_sweep(sweep, scheduler=args.scheduler, scheduler_file=args.scheduler_file, workers=args.workers,
                          threads_per_run=args.threads_per_run, retry_failed=args.retry_failed,
-                         progress=not args.quiet)
+                         progress=not args.quiet, log=sys.stderr)
     except KeyboardInterrupt:
         return _fail(f"sweep interrupted; run the same command again to resume (index: {sweep.index})", 130)
     n_fin = sum(r["status"] == "finished" for r in rows)

@@ -210,7 +210,8 @@ def _set_path(d: dict, key: str, value, source: str):
     cur[parts[-1]] = value
 
 
-def _format_error(err: dict, source: str) -> str:
+def format_error(err: dict, source: str) -> str:
+    """One line for a pydantic error: the key, what is wrong, and the file (``source``)."""
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
     if err["type"] == "extra_forbidden":
         return f"{source}: unknown key '{loc}'"
@@ -218,7 +219,7 @@ def _format_error(err: dict, source: str) -> str:
         return f"{source}: missing key '{loc}'"
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
-    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
     return f"{source}: key '{loc}': {msg}{shown}" if loc else f"{source}: {msg}"
 
 
@@ -229,7 +230,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     except ValidationError as exc:
         errs = exc.errors()
         more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
-        raise ConfigError(_format_error(errs[0], source) + more) from None
+        raise ConfigError(format_error(errs[0], source) + more) from None
 
 
 def parse_toml(text: str, source: str, base_dir: Path | None = None) -> Config:

@@ -45,6 +45,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .config import Config, ConfigError, load_config
+from .config import format_error as _format_error
 
 __all__ = [
     "SweepError", "Sweep", "RunSpec", "RunState", "load_sweep_file", "run_name", "plan", "run_sweep",
@@ -187,18 +188,6 @@ class Sweep:
     @property
     def index(self) -> Path:
         return self.out / INDEX_NAME
-
-
-def _format_error(err: dict, source: str) -> str:
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
-    if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{loc}'"
-    if err["type"] == "missing":
-        return f"{source}: missing key '{loc}'"
-    msg = err["msg"].removeprefix("Value error, ")
-    got = err.get("input")
-    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-    return f"{source}: key '{loc}': {msg}{shown}" if loc else f"{source}: {msg}"
 
 
 def _is_distribution(d) -> bool:

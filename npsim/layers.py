@@ -290,9 +290,9 @@ class Conv2D:
         dpat = da.reshape(-1, self.channels) @ W
         if R is not None:
             dpat = dpat @ R
-        dpat = dpat.reshape(B, h, w, C, k, k)
+        dpat = xp.ascontiguousarray(dpat.reshape(B, h, w, C, k, k).transpose(0, 3, 4, 5, 1, 2))  # (B, C, k, k, h, w)
         img = xp.zeros((B, C, H + 2 * p, Wd + 2 * p), dtype=da.dtype)
         for i in range(k):
             for j in range(k):
-                img[:, :, i: i + s * (h - 1) + 1: s, j: j + s * (w - 1) + 1: s] += dpat[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+                img[:, :, i: i + s * (h - 1) + 1: s, j: j + s * (w - 1) + 1: s] += dpat[:, :, i, j]
         return img[:, :, p: p + H, p: p + Wd].reshape(B, -1)

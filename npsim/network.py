@@ -283,15 +283,14 @@ class Network:
             W, b = params[param_key(i, "W")], params[param_key(i, "b")]
             eps = perturb[i] if perturb is not None else None
             if not _temporal(layer.node):
-                inp = h @ params[param_key(i, "R")].T if layer.decorrelate else h
-                d = inp @ W.T
-                d += b
+                inp = layer.layer_input(h, params[param_key(i, "R")] if layer.decorrelate else None)
+                d = layer.drive(inp, W, b)
                 a = _rows(d, rows)
                 if eps is not None:
                     a = a + eps
                 if layer.node.noisy:
                     a = layer.node.activity(a, rng)
-                h = layer.node(a, rng)
+                h = layer.output(layer.node(a, rng))
                 inputs[i], drive[i], pre[i], post[i] = inp, d, a, h
                 i += 1
                 continue

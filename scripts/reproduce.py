@@ -90,7 +90,7 @@ def final(arch: str, base: Path, out: Path, best: dict, seeds: int, workers: int
     results = {}
     for rule, (lr, _) in best.items():
         path = write_sweep(out / f"{arch}-{rule}.toml", f"{arch}-{rule}", base, list(range(seeds)),
-                           {"rule.name": [rule]}, {"optimizer.lr": lr}, out / f"{arch}-{rule}")
+                           {"rule.name": [rule], "optimizer.lr": [lr]}, {}, out / f"{arch}-{rule}")
         results[rule] = [r for r in sweep(path, workers) if r["status"] == "finished"]
     return results
 
@@ -246,7 +246,8 @@ def main(argv=None) -> int:
     ap.add_argument("--archs", nargs="+", default=["mlp", "conv"], choices=["mlp", "conv"])
     ap.add_argument("--rules", nargs="+", default=RULES, choices=RULES)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3], help="tuning grid of Adam lrs")
+    ap.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3],
+                    help="tuning grid of Adam lrs")
     ap.add_argument("--tune-epochs", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "reproduce")

@@ -4,7 +4,9 @@ For each architecture (``models/reproduce-mlp.toml``: 3 hidden layers;
 ``models/reproduce-conv.toml``: a small conv net):
 
 1. tune the Adam learning rate of every rule on a validation split (the last
-   10,000 training images; the test set is not looked at), one tuning seed;
+   10,000 training images; the test set is not looked at), one tuning seed,
+   runs as long as the final ones (a short tuning run favours rates that are
+   unstable later);
 2. train every rule with its tuned rate for ``--seeds`` seeds on the full
    training set and evaluate on the test set;
 3. write ``docs/results.md``: the table (train and test accuracy, mean ± sd
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from npsim.analysis import curves
-from npsim.config import models_dir
+from npsim.config import load_config, models_dir
 from npsim.sweep import load_sweep_file, read_index, run_sweep
 from npsim.trajectory import read_trajectory
 
@@ -69,12 +71,14 @@ def sweep(path: Path, workers: int):
     return rows
 
 
-def tune(arch: str, base: Path, out: Path, rules, lrs, epochs: int, workers: int, validation: int) -> dict:
-    """Best Adam lr per rule by final validation accuracy (one tuning seed)."""
-    path = write_sweep(out / f"{arch}-tune.toml", f"{arch}-tune", base, [100],
+def tune(arch: str, base: Path, out: Path, rules, lrs, epochs: int | None, workers: int, validation: int) -> dict:
+    """Best Adam lr per rule by final validation accuracy (one tuning seed; ``epochs`` None: the config's)."""
+    if epochs is None:
+        epochs = load_config(base).train.epochs
+    path = write_sweep(out / f"{arch}-tune{epochs}.toml", f"{arch}-tune{epochs}", base, [100],
                        {"rule.name": rules, "optimizer.lr": lrs},
                        {"data.validation": validation, "train.epochs": epochs, "train.diagnostics_every": 0},
-                       out / f"{arch}-tune")
+                       out / f"{arch}-tune{epochs}")
     rows = sweep(path, workers)
     best = {}
     for rule in rules:
@@ -218,7 +222,7 @@ def write_results(path: Path, study: dict, command: str, elapsed: float, configs
         cfg = cfg.relative_to(ROOT) if cfg.is_relative_to(ROOT) else cfg
         out += [f"## {arch.upper()} (`{cfg}`)", "",
                 f"Adam learning rate per rule, tuned on a validation split (the last {validation:,} training "
-                "images, one seed, validation accuracy after the tuning epochs shown per rate):", ""]
+                "images, one seed, as many epochs as a final run; validation accuracy shown per rate):", ""]
         out += ["| rule | tuned lr | validation accuracy per lr |", "|---|---|---|"]
         for rule, (lr, scores) in best.items():
             sc = ", ".join(f"{k:g}: {v:.4f}" for k, v in sorted(scores.items()))
@@ -248,7 +252,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3],
                     help="tuning grid of Adam lrs")
-    ap.add_argument("--tune-epochs", type=int, default=2)
+    ap.add_argument("--tune-epochs", type=int, default=None,
+                    help="epochs of a tuning run (default: as many as a final run)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "reproduce")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "results.md")

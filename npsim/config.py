@@ -175,6 +175,7 @@ class TrainConfig(_Strict):
     eval_train_samples: int | None = Field(default=10000, ge=1)  # train-set evaluation on this many samples
     checkpoint_steps: int = Field(default=0, ge=0)  # extra checkpoints every N steps inside an epoch; 0 = epoch ends only
     monitor: MonitorConfig | None = None
+    freeze: list[int] = []  # layers (0-based) whose W, b and R stay at their initial values (a control run)
 
 
 class Config(_Strict):

@@ -43,14 +43,14 @@ def train_step(net: Network, rule: Rule, opt: Optimizer, params: dict, opt_state
     """One update on batch (x, y). Returns (params, opt_state, rule output[, StepStats]).
 
     The optimizer may update parameter arrays in place: use the returned dict,
-    not the old one. frozen : parameter keys left unchanged (e.g. hidden layers
+    not the old one. frozen : parameter keys (W, b or R) left unchanged (e.g. hidden layers
     in a control run). stats : also return a :class:`StepStats`; align : measure
     the cosine with BP in it (needs a differentiable network).
     """
     out = rule(net, params, x, y, rng)
     cos = alignment(net, params, y, out) if align else None  # before any parameter changes
     params = dict(params)
-    params.update(out.assign)
+    params.update({k: v for k, v in out.assign.items() if k not in frozen})
     grads = {k: g for k, g in out.grads.items() if k not in frozen}
     params, opt_state, sq = opt.step(grads, opt_state, params)
     if not stats:

@@ -24,7 +24,7 @@ from .backend import Backend, get_backend
 from .config import Config, parse_toml
 from .data import DATASETS, Dataset, canonical_name, epoch_order, load_dataset
 from .losses import make_loss
-from .network import Conv2D, Dense, Network
+from .network import Conv2D, Dense, Network, param_key
 from .spiking import Monitor, Simulation
 from .nodes import make_node
 from .optim import cosine_decay, make_optimizer
@@ -100,6 +100,9 @@ def build_network(cfg: Config, n_in: int, n_out: int) -> Network:
     if net.temporal and net.simulation.stochastic_input and cfg.data.normalize != "unit":
         raise ValueError(f"network.simulation.encoding = '{net.simulation.encoding}' reads inputs as spike "
                          f"probabilities in [0, 1]; set data.normalize = 'unit'")
+    bad = [i for i in cfg.train.freeze if not 0 <= i < net.n_layers]
+    if bad:
+        raise ValueError(f"train.freeze: no layer {bad[0]}; the network has layers 0 to {net.n_layers - 1}")
     mon = cfg.train.monitor
     if mon is not None and net.temporal:  # simulation and monitor are unused without temporal layers
         bad = [l for l in mon.layers if not (0 <= l < net.n_layers and getattr(net.layers[l].node, "temporal", False))]
@@ -298,6 +301,7 @@ def _loop(ex: Experiment, writer: TrajectoryWriter, params, opt_state, rng, *, e
     n = ex.data.n_train
     per_epoch = n // tc.batch_size
     diag = tc.diagnostics_every if net.differentiable else 0
+    frozen = tuple(param_key(i, n) for i in tc.freeze for n in ("W", "b", "R"))
     nan_l = np.full(net.n_layers, np.nan, dtype=np.float32)
     t0 = time.perf_counter()
     last = {"test_accuracy": float("nan"), "test_loss": float("nan"), "train_accuracy": float("nan")}
@@ -314,7 +318,7 @@ def _loop(ex: Experiment, writer: TrajectoryWriter, params, opt_state, rng, *, e
                     idx = be.xp.asarray(idx)
                 x, y = ex.x_train[idx], ex.y_train[idx]
                 params, opt_state, out, st = train_step(net, ex.rule, ex.optimizer, params, opt_state, x, y, rng,
-                                                        stats=True, align=bool(diag) and step % diag == 0)
+                                                        frozen, stats=True, align=bool(diag) and step % diag == 0)
                 loss = float(out.trace.loss.mean())
                 norms = st.update_norm
                 if not (math.isfinite(loss) and np.all(np.isfinite(norms))):

@@ -218,3 +218,20 @@ def test_cli_train_info_plot_compare(tiny, tmp_path, capsys):
     assert "t-bp" in text and "t-danp" in text
     assert (tmp_path / "both.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["data"]) == 0
+
+
+def test_frozen_layers_keep_their_initial_weights(tiny, tmp_path):
+    """train.freeze: a control run in which only the read-out learns (W, b and R of frozen layers stay)."""
+    from npsim.train import build
+
+    cfg = load_config(tiny(epochs=2)).with_overrides({"train.freeze": [0, 1]})
+    res = run(cfg, tmp_path / "frozen.h5", progress=False)
+    final = {k: v[-1] for k, v in read_trajectory(res.path).snapshots.items() if k != "epoch"}
+    ex = build(cfg)
+    init = ex.net.init(ex.backend.stream(np.random.SeedSequence(cfg.seed).spawn(2)[0]), ex.backend)
+    for k in ("layer0/W", "layer0/b", "layer0/R", "layer1/W", "layer1/R"):
+        np.testing.assert_array_equal(final[f"params/{k}"], init[k], err_msg=k)
+    assert not np.array_equal(final["params/layer2/W"], init["layer2/W"])
+    bad = load_config(tiny()).with_overrides({"train.freeze": [5]})
+    with pytest.raises(ValueError, match="train.freeze: no layer 5"):
+        run(bad, tmp_path / "bad.h5", progress=False)

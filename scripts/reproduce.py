@@ -227,7 +227,7 @@ def write_results(path: Path, study: dict, command: str, elapsed: float, configs
         for rule, (lr, scores) in best.items():
             sc = ", ".join(f"{k:g}: {v:.4f}" for k, v in sorted(scores.items()))
             out.append(f"| {rule.upper()} | {lr:g} | {sc} |")
-        out += ["", f"Final runs: {seeds} seeds each (mean ± sd), full training set, test set:", "",
+        out += ["", f"Final runs: {seeds} seeds each (mean ± sd), the config's training set, test set:", "",
                 "| rule | train accuracy | test accuracy | train − test | BP alignment per layer | s per run |",
                 "|---|---|---|---|---|---|"]
         for rule in RULES:

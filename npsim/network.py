@@ -303,9 +303,9 @@ class Network:
                 R = params[param_key(l, "R")] if self.layers[l].decorrelate else None
                 weights.append(W if R is None else W @ R)
                 if l == i and not (l == 0 and seed is not None):
-                    inp = h @ R.T if R is not None else h
-                    c = _rows(inp @ W.T + b, rows)
-                    inputs[l] = inp
+                    inputs[l] = h @ R.T if R is not None else h
+                    drive[l] = inputs[l] @ W.T + b
+                    c = _rows(drive[l], rows)
                 else:
                     c = _broadcast_rows(b, rows)
                 if perturb is not None and perturb[l] is not None:
@@ -323,7 +323,8 @@ class Network:
                 if s > 0 or src_sum is not None:
                     rate = (states[s - 1].count if s > 0 else src_sum) * inv_t
                     inputs[l] = rate @ R.T if R is not None else rate
-                drive[l] = inputs[l] @ params[param_key(l, "W")].T + params[param_key(l, "b")]
+                if drive[l] is None:  # the mean current before perturbation: W · (mean rate) + b
+                    drive[l] = inputs[l] @ params[param_key(l, "W")].T + params[param_key(l, "b")]
                 pre[l] = st.sum_i * inv_t
                 post[l] = layer.node.output(st.count, st.sum_v, st.v, sim.steps)
             h, i = post[j - 1], j

@@ -11,7 +11,8 @@ need no per-layer-type code:
 * ``param_shapes()`` — shapes of W, b (and R when it decorrelates);
 * ``layer_input(h, R)`` — what W multiplies, rows = samples (Dense: R h; Conv2D:
   the image patches, each decorrelated by R), recorded as the update's x;
-* ``drive(inp, W, b)`` — W x + b per unit, (B, n_units);
+* ``drive(inp, W, b)`` — W x + b per unit, (B, n_units) (W x alone without b,
+  when the caller adds ``unit_bias(b)``, the bias of every unit, itself);
 * ``output(u)`` — the layer output from the units' node output (Conv2D: pooling);
 * ``weight_grad(signal, inp, n)`` — Σ_b signal_b x_bᵀ / n for W and b, the form
   every rule's update takes (BP, NP, INP and ANP differ only in the signal);
@@ -85,17 +86,23 @@ class Dense:
     def layer_input(self, h, R=None):
         return h if R is None else h @ R.T
 
-    def drive(self, inp, W, b):
+    def drive(self, inp, W, b=None):
+        """W x (+ b when given): (N, n_units)."""
         d = inp @ W.T
-        d += b
+        if b is not None:
+            d += b
         return d
+
+    def unit_bias(self, b):
+        """The bias of every unit, (n_units,)."""
+        return b
 
     def output(self, u):
         return u
 
-    def weight_grad(self, signal, inp, n: int):
+    def weight_grad(self, signal, inp, n: int = 1):
         """G_W = signalᵀ inp / n, G_b = Σ signal / n; signal (B, n_out), inp (B, n_in)."""
-        return (signal.T @ inp) / n, signal.sum(axis=0) / n
+        return _divided(signal.T @ inp, n), _divided(signal.sum(axis=0), n)
 
     def decorrelation_rows(self, inp):
         return inp
@@ -230,11 +237,17 @@ class Conv2D:
             pat = pat @ R.T
         return pat.reshape(pat.shape[0], -1)
 
-    def drive(self, inp, W, b):
+    def drive(self, inp, W, b=None):
+        """W · patch (+ b when given) at every position: (N, positions · channels)."""
         B = inp.shape[0]
         d = inp.reshape(-1, self.patch_size) @ W.T
-        d += b
+        if b is not None:
+            d += b
         return d.reshape(B, self.n_units)
+
+    def unit_bias(self, b):
+        """The bias of every unit (position-major), (n_units,)."""
+        return _xp(b).tile(b, self.out_hw[0] * self.out_hw[1])
 
     def output(self, u):
         """(B, P·C) unit outputs (position-major) -> pooled (B, C·H''·W'') channel-major."""
@@ -248,10 +261,10 @@ class Conv2D:
         return xp.ascontiguousarray(f.transpose(0, 3, 1, 2)).reshape(f.shape[0], -1)
 
     # -- updates ------------------------------------------------------------
-    def weight_grad(self, signal, inp, n: int):
+    def weight_grad(self, signal, inp, n: int = 1):
         """Σ over samples and positions of signal ⊗ patch, divided by n (the sample count)."""
         s = signal.reshape(-1, self.channels)
-        return (s.T @ inp.reshape(-1, self.patch_size)) / n, s.sum(axis=0) / n
+        return _divided(s.T @ inp.reshape(-1, self.patch_size), n), _divided(s.sum(axis=0), n)
 
     def decorrelation_rows(self, inp):
         return inp.reshape(-1, self.patch_size)
@@ -296,3 +309,10 @@ class Conv2D:
             for j in range(k):
                 img[:, :, i: i + s * (h - 1) + 1: s, j: j + s * (w - 1) + 1: s] += dpat[:, :, i, j]
         return img[:, :, p: p + H, p: p + Wd].reshape(B, -1)
+
+
+def _divided(a, n: int):
+    """``a / n``, in place (``a`` is a fresh product or sum)."""
+    if n != 1:
+        a /= a.dtype.type(n)
+    return a

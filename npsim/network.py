@@ -24,7 +24,7 @@ from typing import Sequence
 
 from .backend import Backend
 from .backend import array_module as _xp
-from .kernels import perturb_activate
+from .kernels import drive_activate
 from .losses import Loss
 from .layers import Conv2D, Dense
 from .nodes import LeakyReLU, Linear, ReLU
@@ -236,18 +236,22 @@ class Network:
         h = None
         for i in range(start, L):
             layer = self.layers[i]
-            reps = 1
+            slope = _fused_slope(layer.node)
+            reps, bias = 1, None
             if base is not None and i == start:
                 inp, d, reps = base.inputs[i], base.drive[i], repeats
             else:
                 R = params[param_key(i, "R")] if layer.decorrelate else None
                 inp = layer.layer_input(x if i == 0 else h, R)
-                d = layer.drive(inp, params[param_key(i, "W")], params[param_key(i, "b")])
+                W, b = params[param_key(i, "W")], params[param_key(i, "b")]
+                if slope is False:
+                    d = layer.drive(inp, W, b)
+                else:  # the bias goes in with the node model below
+                    d, bias = layer.drive(inp, W), layer.unit_bias(b)
             eps = perturb[i] if perturb is not None else None
-            slope = _fused_slope(layer.node)
-            if slope is not False and (eps is not None or reps > 1):
-                # tile + perturb + node model in one pass (a Numba kernel on the CPU)
-                a, h = perturb_activate(d, eps, reps, slope)
+            if slope is not False:
+                # bias + tile + perturb + node model in one pass (a Numba kernel on the CPU)
+                a, h = drive_activate(d, bias, eps, reps, slope)
             else:
                 a = _tile(d, reps) if reps > 1 else d
                 if eps is not None:

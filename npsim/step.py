@@ -16,6 +16,7 @@ import numpy as np
 
 from .backend import Backend
 from .losses import accuracy
+from .memory import keep_freed_memory
 from .network import Network
 from .network import param_key
 from .optim import Optimizer
@@ -46,7 +47,11 @@ def train_step(net: Network, rule: Rule, opt: Optimizer, params: dict, opt_state
     not the old one. frozen : parameter keys (W, b or R) left unchanged (e.g. hidden layers
     in a control run). stats : also return a :class:`StepStats`; align : measure
     the cosine with BP in it (needs a differentiable network).
+
+    The first call asks malloc to keep freed arrays for the next step
+    (:func:`npsim.memory.keep_freed_memory`; set NPSIM_KEEP_MEMORY=0 to opt out).
     """
+    keep_freed_memory()
     out = rule(net, params, x, y, rng)
     cos = alignment(net, params, y, out) if align else None  # before any parameter changes
     params = dict(params)

@@ -128,6 +128,7 @@ import numpy as np  # noqa: E402
 
 from npsim.backend import get_backend  # noqa: E402
 from npsim.losses import make_loss  # noqa: E402
+from npsim.memory import keep_freed_memory  # noqa: E402
 from npsim.network import Dense, Network  # noqa: E402
 from npsim.nodes import make_node  # noqa: E402
 from npsim.optim import adam  # noqa: E402
@@ -476,7 +477,7 @@ def time_step(step, warmup: int, repeats: int, steps: int) -> float:
     return statistics.median(times)
 
 
-def machine_info(threads: int, use_torch: bool) -> list[str]:
+def machine_info(threads: int, use_torch: bool, kept_memory: bool = False) -> list[str]:
     lines = []
     cpu = platform.processor() or platform.machine()
     try:
@@ -498,6 +499,8 @@ def machine_info(threads: int, use_torch: bool) -> list[str]:
     if use_torch:
         lines.append(f"torch {torch.__version__}, BLAS: {torch_blas()}")
     lines.append(f"threads: {threads} (numpy BLAS and torch.set_num_threads)")
+    lines.append("malloc keeps freed memory (npsim.memory.keep_freed_memory), for all three: "
+                 + ("yes" if kept_memory else "no"))
     lines.append(f"date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     return lines
 
@@ -624,10 +627,11 @@ def main(argv=None) -> int:
         use_torch = False
     if use_torch:
         torch.set_num_threads(threads)
+    kept = keep_freed_memory()  # as npsim's training step does; set here so every implementation runs with it
     batches = sorted(set(args.batch))
     rules = list(dict.fromkeys(args.rules))
     sizes = args.sizes
-    info = machine_info(threads, use_torch)
+    info = machine_info(threads, use_torch, kept)
     arch = "-".join(map(str, sizes))
     print(f"npsim step benchmark: MLP {arch}, float32, Adam lr {LR:g}, sigma {SIGMA:g}, "
           f"warmup {args.warmup}, median of {args.repeats} x {args.steps} steps")

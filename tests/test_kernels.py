@@ -24,20 +24,48 @@ def test_adam_kernel_matches_numpy(dtype):
         kw = dict(b1=0.9, b2=0.999, step_size=1e-3 * t, eps=1e-8)
         s1 = kernels.adam_step(p, g * t, m, v, **kw)
         s2 = reference.adam_step(P, g * t, M, V, **kw)
-        np.testing.assert_allclose(p, P, rtol=1e-6)
-        np.testing.assert_allclose(m, M, rtol=1e-6)
-        np.testing.assert_allclose(v, V, rtol=1e-6)
+        np.testing.assert_array_equal(p, P)
+        np.testing.assert_array_equal(m, M)
+        np.testing.assert_array_equal(v, V)
         assert s1 == pytest.approx(s2, rel=1e-5)
 
 
 @pytest.mark.parametrize("slope", [None, 0.0, 0.01])
-@pytest.mark.parametrize("repeats", [1, 3])
-def test_perturb_activate_matches_numpy(slope, repeats):
+@pytest.mark.parametrize("case", ["clean", "bias+perturb", "tile+perturb", "tile"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_drive_activate_matches_numpy(slope, case, dtype):
     rng = np.random.default_rng(1)
-    d = rng.standard_normal((17, 9)).astype(np.float32)
-    e = rng.standard_normal((17 * repeats, 9)).astype(np.float32)
-    for got, want in zip(kernels.perturb_activate(d, e, repeats, slope), reference.perturb_activate(d, e, repeats, slope)):
-        np.testing.assert_array_equal(got, want)
+    repeats = 3 if case.startswith("tile") else 1
+    d = rng.standard_normal((17, 9)).astype(dtype)
+    bias = rng.standard_normal(9).astype(dtype) if case in ("clean", "bias+perturb") else None
+    e = rng.standard_normal((17 * repeats, 9)).astype(dtype) if "perturb" in case else None
+    d1, d2 = d.copy(), d.copy()
+    got = kernels.drive_activate(d1, bias, e, repeats, slope)
+    want = reference.drive_activate(d2, bias, e, repeats, slope)
+    np.testing.assert_array_equal(d1, d2)  # the bias went into the drive in place
+    for g, w in zip(got, want):
+        assert g.dtype == dtype
+        np.testing.assert_array_equal(g, w)
+    if case == "clean":
+        assert got[0] is d1  # the activity is the drive itself: no copy
+
+
+def test_drive_activate_refuses_bias_with_repeats():
+    d = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="repeats"):
+        kernels.drive_activate(d, np.zeros(3, np.float32), None, 2, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scale_rows_and_decorrelation_finish_match_numpy(dtype):
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((13, 7)).astype(dtype)
+    w = rng.standard_normal(13).astype(dtype)
+    np.testing.assert_array_equal(kernels.scale_rows(a.copy(), w), reference.scale_rows(a.copy(), w))
+    CR, R = (rng.standard_normal((7, 7)).astype(dtype) for _ in range(2))
+    v = rng.random(7).astype(dtype)
+    np.testing.assert_array_equal(kernels.decorrelation_finish(CR.copy(), R, v, 13, 1e-2),
+                                  reference.decorrelation_finish(CR.copy(), R, v, 13, 1e-2))
 
 
 @pytest.mark.parametrize("rule", ["np", "inp", "anp", "danp", "bp"])
@@ -65,5 +93,5 @@ def test_training_steps_equal_with_and_without_kernels(rule, monkeypatch):
 def test_kernels_are_cached():
     from npsim.kernels import cpu
 
-    for f in (cpu.adam_step, cpu.perturb_activate):
+    for f in (cpu.adam_step, cpu.drive_activate, cpu.scale_rows, cpu.decorrelation_finish, cpu.membrane_run):
         assert f._cache is not None and type(f._cache).__name__ == "FunctionCache"

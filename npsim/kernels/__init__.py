@@ -15,7 +15,7 @@ import numpy as np
 
 from . import reference
 
-__all__ = ["adam_step", "membrane_run", "perturb_activate", "use_numba"]
+__all__ = ["adam_step", "decorrelation_finish", "drive_activate", "membrane_run", "scale_rows", "use_numba"]
 
 _numba = None
 
@@ -52,20 +52,47 @@ def adam_step(p, g, m, v, *, b1: float, b2: float, step_size: float, eps: float)
     return reference.adam_step(p, g, m, v, b1=b1, b2=b2, step_size=step_size, eps=eps)
 
 
-def perturb_activate(drive, perturb, repeats: int, slope: float | None):
-    """a = tile(drive, repeats) + perturb and x = leaky_relu(a; slope) in one pass.
+def drive_activate(d, bias, perturb, repeats: int, slope: float | None):
+    """Bias, tiling, perturbation and node model in one pass.
 
-    drive (B, n), perturb (repeats·B, n) or None. ``slope=None`` means the
-    linear node model (x = a). Returns (a, x).
+    d (B, n) : W x (+ b already, when ``bias`` is None). With ``bias`` (n,),
+        d += bias in place (then ``repeats`` must be 1).
+    perturb : (repeats·B, n) added to the tiled d, or None.
+    slope : leak of a (leaky) ReLU, 0 for ReLU; None for the linear node model.
+
+    Returns (a, x): a = tile(d, repeats) + perturb (d itself when there is
+    nothing to add or tile) and x = leaky_relu(a; slope) (a itself when linear).
     """
-    if (use_numba() and perturb is not None and _host_f32_or_f64(drive, perturb)
-            and drive.dtype == perturb.dtype):
-        a = np.empty_like(perturb)
-        x = a if slope is None else np.empty_like(perturb)
-        t = drive.dtype.type
-        _numba.perturb_activate(drive, perturb, a, x, t(0 if slope is None else slope), slope is not None)
+    if bias is not None and repeats != 1:
+        raise ValueError("drive_activate: adding a bias needs repeats == 1")
+    arrays = (d,) + ((bias,) if bias is not None else ()) + ((perturb,) if perturb is not None else ())
+    if use_numba() and _host_f32_or_f64(*arrays) and len({a.dtype for a in arrays}) == 1:
+        rows = d.shape[0] * repeats
+        a = d if perturb is None and repeats == 1 else np.empty((rows, d.shape[1]), d.dtype)
+        x = a if slope is None else np.empty_like(a)
+        t = d.dtype.type
+        _numba.drive_activate(d, d[0] if bias is None else bias, a if perturb is None else perturb, a, x,
+                              t(0 if slope is None else slope), bias is not None, perturb is not None,
+                              slope is not None)
         return a, x
-    return reference.perturb_activate(drive, perturb, repeats, slope)
+    return reference.drive_activate(d, bias, perturb, repeats, slope)
+
+
+def scale_rows(a, w):
+    """In place a[r, :] *= w[r] for a (N, n), w (N,); returns a."""
+    if use_numba() and _host_f32_or_f64(a, w) and a.dtype == w.dtype:
+        _numba.scale_rows(a, w)
+        return a
+    return reference.scale_rows(a, w)
+
+
+def decorrelation_finish(CR, R, v, B: int, lr: float):
+    """The new R from CR = Xᵀ X R, in place into CR: CR ← R − lr (CR / B − v[:, None] R). Returns CR."""
+    if use_numba() and _host_f32_or_f64(CR, R, v) and CR.dtype == R.dtype == v.dtype:
+        t = CR.dtype.type
+        _numba.decorrelation_finish(CR, R, v, t(B), t(lr))
+        return CR
+    return reference.decorrelation_finish(CR, R, v, B, lr)
 
 
 def membrane_run(I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, *, alpha: float, beta: float,

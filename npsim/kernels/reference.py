@@ -16,14 +16,29 @@ def adam_step(p, g, m, v, *, b1, b2, step_size, eps) -> float:
     return float((u * u).sum())
 
 
-def perturb_activate(drive, perturb, repeats, slope):
-    xp = _xp(drive)
-    a = xp.tile(drive, (repeats, 1)) if repeats > 1 else drive
+def drive_activate(d, bias, perturb, repeats, slope):
+    xp = _xp(d)
+    if bias is not None:
+        d += bias
+    a = xp.tile(d, (repeats, 1)) if repeats > 1 else d
     if perturb is not None:
         a = a + perturb
     if slope is None:
         return a, a
     return a, xp.where(a > 0, a, a * a.dtype.type(slope))
+
+
+def scale_rows(a, w):
+    a *= w[:, None]
+    return a
+
+
+def decorrelation_finish(CR, R, v, B, lr):
+    t = CR.dtype.type
+    CR /= t(B)
+    CR -= v[:, None] * R
+    CR *= t(lr)
+    return R - CR
 
 
 def membrane_run(I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, alpha, beta, threshold,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..kernels import decorrelation_finish
 from ..network import param_key
 from .base import Rule
 
@@ -27,17 +28,13 @@ __all__ = ["Decorrelate", "decorrelate", "decorrelation_step"]
 
 
 def decorrelation_step(R, X, lr: float, kappa: float = 0.0):
-    """One update R − η C R for inputs X (B, n) already decorrelated by R (n, n)."""
+    """One update R − η C R for inputs X (B, n) already decorrelated by R (n, n); returns the new R."""
     B, n = X.shape
     var = (X * X).sum(axis=0) / B
     v = (1 - kappa) * var + kappa
-    if B < n:
-        CR = X.T @ (X @ R)
-        CR /= B
-    else:
-        CR = (X.T @ X / B) @ R
-    CR -= v[:, None] * R
-    return R - lr * CR
+    # C R · B = Xᵀ X R − B v ⊙ R; the cheaper association of Xᵀ X R first
+    CR = X.T @ (X @ R) if B < n else (X.T @ X) @ R
+    return decorrelation_finish(CR, R, v.astype(R.dtype, copy=False), B, lr)
 
 
 @dataclass(frozen=True)

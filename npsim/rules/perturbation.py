@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..kernels import scale_rows
 from ..network import _tile, param_key
 from .base import Rule, RuleOutput, check_samples, check_sigma
 
@@ -18,16 +19,19 @@ __all__ = ["Perturbation", "NP", "INP", "ANP"]
 _TINY = 1e-30
 
 
-def _direction(layer, signal, inputs, repeats: int):
-    """G_W = (1/(K B)) Σ_{k,b} s_{kb} x_bᵀ and G_b = (1/(K B)) Σ s_{kb}.
+def _direction(layer, perturbation, weight, inputs, repeats: int):
+    """G_W = (1/(K B)) Σ_{k,b} w_{kb} p_{kb} x_bᵀ and G_b = (1/(K B)) Σ w_{kb} p_{kb}.
 
-    signal : (K·B, n_units) per-sample weighted perturbation s
+    perturbation : (K·B, n_units) per-sample perturbation p (ε or δa), scaled
+        in place into the signal w p (the rule's own array, not needed after)
+    weight : (K·B,) per-sample weight w (the loss-difference scaling)
     inputs : (B, ·) clean layer input (what W multiplies)
     """
-    n = signal.shape[0]
+    n = perturbation.shape[0]
+    signal = scale_rows(perturbation, weight * weight.dtype.type(1.0 / n))
     if repeats > 1:  # sum the K copies first: one (n_units × B) @ (B × n_in) product
         signal = signal.reshape(repeats, n // repeats, signal.shape[1]).sum(axis=0)
-    return layer.weight_grad(signal, inputs, n)
+    return layer.weight_grad(signal, inputs)
 
 
 class Perturbation(Rule):
@@ -45,9 +49,9 @@ class Perturbation(Rule):
                 for i in range(net.n_layers)]
 
 
-def _layer_grads(net, grads: dict, layer: int, signal, inputs, repeats: int) -> None:
-    grads[param_key(layer, "W")], grads[param_key(layer, "b")] = _direction(net.layers[layer], signal, inputs,
-                                                                            repeats)
+def _layer_grads(net, grads: dict, layer: int, perturbation, weight, inputs, repeats: int) -> None:
+    grads[param_key(layer, "W")], grads[param_key(layer, "b")] = _direction(net.layers[layer], perturbation,
+                                                                            weight, inputs, repeats)
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class NP(Perturbation):
         w = dl * dl.dtype.type(1.0 / self.sigma**2)
         grads = {}
         for i in range(net.n_layers):
-            _layer_grads(net, grads, i, w[:, None] * eps[i], clean.inputs[i], K)
+            _layer_grads(net, grads, i, eps[i], w, clean.inputs[i], K)
         return RuleOutput(grads, clean, float(dl.mean()))
 
 
@@ -99,7 +103,7 @@ class INP(Perturbation):
             e = eps[i]
             norm2 = (e * e).sum(axis=1)
             w = dl * e.shape[1] / (norm2 + _TINY)
-            _layer_grads(net, grads, i, w[:, None] * e, clean.inputs[i], K)
+            _layer_grads(net, grads, i, e, w, clean.inputs[i], K)
             dls.append(float(dl.mean()))
         return RuleOutput(grads, clean, sum(dls) / len(dls))
 
@@ -152,7 +156,7 @@ class ANP(Perturbation):
         w = dl * net.n_units / (norm2 + _TINY)
         grads = {}
         for i in range(net.n_layers):
-            _layer_grads(net, grads, i, w[:, None] * da[i], clean.inputs[i], K)
+            _layer_grads(net, grads, i, da[i], w, clean.inputs[i], K)
         return RuleOutput(grads, clean, float(dl.mean()))
 
 

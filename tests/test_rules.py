@@ -41,12 +41,15 @@ def test_stacked_repeats_equal_separate_passes(be64, small):
         np.testing.assert_allclose(stacked.loss[k * 8:(k + 1) * 8], one.loss, rtol=1e-13)
 
 
-@pytest.mark.parametrize("name", ["np", "inp", "anp", "wp"])
-def test_more_samples_align_better(be64, small, name):
+@pytest.mark.parametrize("name, floor", [("np", 0.8), ("inp", 0.8), ("anp", 0.8), ("wp", 0.7)])
+def test_more_samples_align_better(be64, small, name, floor):
+    """WP's estimate is noisier (its noise has one dimension per parameter, 111 here, not per unit):
+    with K = 400 its expected cosine is about √(K / (K + 111)) ≈ 0.88 overall, and a layer's
+    cosine varies around 0.76-0.86 between seeds, hence its lower floor."""
     net, params, x, y = small
     cos = [alignment(net, params, y, make_rule(name, sigma=1e-5, samples=k)(net, params, x, y, be64.stream(3)))
            for k in (1, 400)]
-    assert cos[1].mean() > cos[0].mean() and cos[1].min() > 0.8, cos
+    assert cos[1].mean() > cos[0].mean() and cos[1].min() > floor, cos
 
 
 def test_inp_noise_is_confined_to_its_layer(be64, small):
@@ -82,16 +85,18 @@ def test_anp_learns_from_intrinsic_noise_only(be64):
     layers = [Dense(5, 9, make_node("tanh", noise={"std": 1e-3})), Dense(9, 3, make_node("linear", noise={"std": 1e-3}))]
     net = Network(layers, make_loss("mse"))
     params = net.init(be64.stream(0), be64)
-    x, y = teacher_student(32, (5, 4, 3), seed=0)
-    rule = make_rule("anp", noise="intrinsic", samples=2000)
+    # the clean pass's own noise is shared by all K noisy samples of a batch row, so its effect
+    # averages out over the batch, not over K: a large batch makes the check seed-independent
+    x, y = teacher_student(512, (5, 4, 3), seed=0)
+    rule = make_rule("anp", noise="intrinsic", samples=500)
     rule.check(net)
     out = rule(net, params, x, y, be64.stream(1))
     # ANP is not exactly unbiased when noise propagates between layers (the
     # measured δa of layer 1 carries layer 0's noise); with injected noise it
     # reaches the same alignment on this network
     cos = alignment(net, params, y, out)
-    assert cos.min() > 0.75, cos
-    injected = alignment(net, params, y, make_rule("anp", sigma=1e-3, samples=2000)(net, params, x, y, be64.stream(1)))
+    assert cos.min() > 0.85, cos
+    injected = alignment(net, params, y, make_rule("anp", sigma=1e-3, samples=500)(net, params, x, y, be64.stream(1)))
     assert np.all(np.abs(cos - injected) < 0.1), (cos, injected)
 
 

@@ -268,8 +268,8 @@ def resume(path: str | Path, *, progress: bool = True, data: Dataset | None = No
                      for k, v in arrays.items() if k.startswith("optimizer/")}
         rng = be.stream(0)
         rng.set_state(arrays[RNG_KEY])
-    except BaseException:
-        writer.close()
+    except BaseException as exc:  # the run did not start again: say so in the file, not "running"
+        writer.finish("interrupted", message=f"resume failed: {exc}")
         raise
     return _loop(ex, writer, params, opt_state, rng, epoch=meta["epoch"], batch=meta["batch"], step=meta["step"],
                  progress=progress, stop_after_steps=stop_after_steps)

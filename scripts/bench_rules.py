@@ -53,9 +53,11 @@ The GEMM floor, for layers l = 0..L-1 of widths n_l -> n_{l+1} and batch B
 For the default network that is 11 products for BP, NP and ANP, 14 for INP
 and 11 + 4 + 3 + 8 = 26 for DANP.
 
-Timing: ``--warmup`` steps first (they include any Numba compilation or cache
-loading), then ``--repeats`` timed repeats of ``--steps`` steps each; the
-reported time is the median per-step time over the repeats. Throughput is
+Timing: ``--warmup`` steps of each implementation first (they include any
+Numba compilation or cache loading), then ``--repeats`` timed rounds; a round
+times ``--steps`` steps of npsim, then of PyTorch, then of the floor, so the
+three are measured interleaved and a passing disturbance of the machine hits
+them alike. The reported time is the median per-step time over the rounds. Throughput is
 batch size / time per step. The scaling check prints, for consecutive batch
 sizes, the time ratio per doubling of the batch, (t(B2)/t(B1))**(1/log2(B2/B1)),
 and flags any above 2.1: linear cost gives 2.0 per doubling (less while
@@ -463,18 +465,26 @@ class GemmStep:
 # --- timing and reporting ----------------------------------------------------------
 
 
-def time_step(step, warmup: int, repeats: int, steps: int) -> float:
-    """Median over ``repeats`` of the mean time of ``steps`` consecutive calls, after ``warmup`` calls."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        t0 = time.perf_counter()
-        for _ in range(steps):
+def time_steps(impls: dict, warmup: int, repeats: int, steps: int) -> dict:
+    """Median per-step time of each implementation (name -> step callable).
+
+    After ``warmup`` calls of each, the ``repeats`` timed rounds interleave
+    the implementations (round r times ``steps`` calls of each in turn), so a
+    disturbance of the machine hits all of them alike instead of one
+    implementation's whole measurement.
+    """
+    for step in impls.values():
+        for _ in range(warmup):
             step()
-        times.append((time.perf_counter() - t0) / steps)
-    return statistics.median(times)
+    times = {name: [] for name in impls}
+    for _ in range(repeats):
+        for name, step in impls.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            times[name].append((time.perf_counter() - t0) / steps)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def machine_info(threads: int, use_torch: bool, kept_memory: bool = False) -> list[str]:
@@ -646,12 +656,11 @@ def main(argv=None) -> int:
         y = data_rng.integers(0, sizes[-1], size=B).astype(np.int64)
         res[B] = {}
         for r in rules:
-            t = {"npsim": time_step(NpsimStep(sizes, r, x, y, args.seed), args.warmup, args.repeats, args.steps)}
+            impls = {"npsim": NpsimStep(sizes, r, x, y, args.seed)}
             if use_torch:
-                t["torch"] = time_step(TorchStep(sizes, r, x, y, args.seed), args.warmup, args.repeats, args.steps)
-            t["floor"] = time_step(GemmStep(gemm_shapes(r, sizes, B), args.seed), args.warmup, args.repeats,
-                                   args.steps)
-            res[B][r] = t
+                impls["torch"] = TorchStep(sizes, r, x, y, args.seed)
+            impls["floor"] = GemmStep(gemm_shapes(r, sizes, B), args.seed)
+            res[B][r] = time_steps(impls, args.warmup, args.repeats, args.steps)
         head, rows = table_rows(B, res, rules, use_torch)
         tables[B] = (head, rows)
         print(f"\nbatch {B}:")
@@ -676,7 +685,14 @@ def main(argv=None) -> int:
     return 0
 
 
+NOTES_MARK = "<!-- notes -->"
+
+
 def write_markdown(path: Path, cmd, info, sizes, args, tables, scale, rules, batches):
+    """Write the tables to ``path``; text below ``<!-- notes -->`` of an existing file is kept."""
+    keep = ""
+    if path.is_file() and NOTES_MARK in path.read_text():
+        keep = path.read_text().split(NOTES_MARK, 1)[1]
     arch = "-".join(map(str, sizes))
     out = ["# Training-step benchmark", "",
            "Throughput of one training step (forward passes, update direction, decorrelation where the rule "
@@ -688,8 +704,9 @@ def write_markdown(path: Path, cmd, info, sizes, args, tables, scale, rules, bat
     out += [f"- network: MLP {arch}, leaky ReLU (slope {SLOPE}) hidden units, linear output, softmax "
             f"cross-entropy, He init, float32; Adam lr {LR:g}; sigma {SIGMA:g}, one noisy pass per clean pass; "
             f"DANP decorrelates every layer's input, decorrelation lr {DECORRELATION_LR:g}; random data",
-            f"- timing: {args.warmup} warm-up steps, then the median of {args.repeats} repeats of "
-            f"{args.steps} steps; samples/s = batch / time per step",
+            f"- timing: {args.warmup} warm-up steps, then the median of {args.repeats} rounds of "
+            f"{args.steps} steps, the implementations interleaved within each round; "
+            "samples/s = batch / time per step",
             "- npsim/torch: npsim throughput over PyTorch throughput (> 1: npsim is faster); "
             "npsim/floor: npsim throughput as a fraction of the GEMM floor's", ""]
     for B in batches:
@@ -702,6 +719,7 @@ def write_markdown(path: Path, cmd, info, sizes, args, tables, scale, rules, bat
                 f"Step-time ratio between consecutive batch sizes, and in brackets per doubling of the batch; "
                 f"FLAG marks more than {FLAG_PER_DOUBLING}x per doubling.", ""]
         out += md_table(scale[0], scale[1]) + [""]
+    out += [NOTES_MARK + (keep if keep else "\n")]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out))
 

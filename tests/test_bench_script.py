@@ -132,6 +132,7 @@ def test_script_runs_end_to_end(tmp_path):
 
 def test_script_without_torch_times_npsim_and_the_floor(tmp_path):
     md = tmp_path / "bench.md"
+    md.write_text("# old tables\n<!-- notes -->\nHand-written profile notes.\n")
     out = _run(["--batch", "4", "8", "--repeats", "1", "--steps", "1", "--warmup", "0", "--rules", "bp", "inp",
                 "--sizes", "12-8-3", "--markdown", str(md)], tmp_path, prelude="sys.modules['torch'] = None")
     assert ('torch not installed: pip install -e ".[bench]"  (a CPU build, torch==2.13.0); '
@@ -139,6 +140,7 @@ def test_script_without_torch_times_npsim_and_the_floor(tmp_path):
     assert "batch 4:" in out and "batch 8:" in out and "t(8)/t(4)" in out
     text = md.read_text()
     assert "torch samples/s" not in text and "## Scaling with the batch" in text
+    assert "old tables" not in text and text.endswith("<!-- notes -->\nHand-written profile notes.\n")
 
 
 def test_bench_spiking_prints_the_table():

@@ -31,29 +31,36 @@ def test_adam_kernel_matches_numpy(dtype):
 
 
 @pytest.mark.parametrize("slope", [None, 0.0, 0.01])
-@pytest.mark.parametrize("case", ["clean", "bias+perturb", "tile+perturb", "tile"])
+@pytest.mark.parametrize("case", ["clean", "bias+perturb", "tile+perturb", "tile", "bias+tile+stacked",
+                                  "stacked"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_drive_activate_matches_numpy(slope, case, dtype):
     rng = np.random.default_rng(1)
-    repeats = 3 if case.startswith("tile") else 1
-    d = rng.standard_normal((17, 9)).astype(dtype)
-    bias = rng.standard_normal(9).astype(dtype) if case in ("clean", "bias+perturb") else None
-    e = rng.standard_normal((17 * repeats, 9)).astype(dtype) if "perturb" in case else None
+    B = 17
+    repeats = 3 if "tile" in case else 1
+    rows = 3 * B if case == "stacked" else B
+    clean_rows = B if "stacked" in case else 0
+    d = rng.standard_normal((rows, 9)).astype(dtype)
+    bias = rng.standard_normal(9).astype(dtype) if "bias" in case or case == "clean" else None
+    e = (rng.standard_normal((rows * repeats - clean_rows, 9)).astype(dtype)
+         if "perturb" in case or "stacked" in case else None)
     d1, d2 = d.copy(), d.copy()
-    got = kernels.drive_activate(d1, bias, e, repeats, slope)
-    want = reference.drive_activate(d2, bias, e, repeats, slope)
+    got = kernels.drive_activate(d1, bias, e, repeats, slope, clean_rows)
+    want = reference.drive_activate(d2, bias, e, repeats, slope, clean_rows)
     np.testing.assert_array_equal(d1, d2)  # the bias went into the drive in place
     for g, w in zip(got, want):
-        assert g.dtype == dtype
+        assert g.dtype == dtype and g.shape == (rows * repeats, 9)
         np.testing.assert_array_equal(g, w)
     if case == "clean":
         assert got[0] is d1  # the activity is the drive itself: no copy
+    if clean_rows:  # the clean rows carry the drive alone
+        np.testing.assert_array_equal(got[0][:B], d1[:B])
 
 
-def test_drive_activate_refuses_bias_with_repeats():
+def test_drive_activate_checks_the_perturbation_rows():
     d = np.zeros((2, 3), np.float32)
-    with pytest.raises(ValueError, match="repeats"):
-        kernels.drive_activate(d, np.zeros(3, np.float32), None, 2, 0.0)
+    with pytest.raises(ValueError, match="perturb has 4 rows, expected 2"):
+        kernels.drive_activate(d, None, np.zeros((4, 3), np.float32), 2, 0.0, clean_rows=2)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

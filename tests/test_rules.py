@@ -41,6 +41,37 @@ def test_stacked_repeats_equal_separate_passes(be64, small):
         np.testing.assert_allclose(stacked.loss[k * 8:(k + 1) * 8], one.loss, rtol=1e-13)
 
 
+@pytest.mark.parametrize("node, noise", [("tanh", None), ("leaky_relu", None), ("tanh", {"std": 0.01})])
+@pytest.mark.parametrize("decorrelate", [False, True])
+def test_stacked_pair_equals_clean_then_perturbed_pass(be64, node, noise, decorrelate):
+    """forward_pair (one stacked pass) gives the two separate passes' numbers, fused kernel or not."""
+    make = (lambda: make_node(node, noise=noise)) if noise else (lambda: make_node(node))
+    net = Network([Dense(5, 7, make(), decorrelate), Dense(7, 6, make(), decorrelate),
+                   Dense(6, 3, make_node("linear"), decorrelate)], make_loss("mse"))
+    params = net.init(be64.stream(0), be64)
+    if decorrelate:
+        params = {k: v + 0.05 * be64.stream(5).normal(v.shape) if k.endswith("/R") else v for k, v in params.items()}
+    x, y = teacher_student(8, (5, 4, 3), seed=0)
+    K = 3
+    eps = [be64.stream(2).normal((K * 8, n), scale=0.1) for n in (7, 6, 3)]
+    clean, noisy = net.forward_pair(params, x, y, rng=be64.stream(4), perturb=eps, repeats=K)
+    rng = be64.stream(4)
+    clean2 = net.forward(params, x, y, rng=rng)
+    noisy2 = net.forward(params, x, y, rng=rng, perturb=eps, base=clean2, repeats=K)
+    if noise:  # intrinsic noise: one draw for the stacked rows, so only the noise-free parts compare
+        assert np.all(clean.loss != clean2.loss)
+        for tr in (clean, noisy):
+            assert tr.loss.shape[0] == (8 if tr is clean else 24) and np.isfinite(tr.loss).all()
+        return
+    for a, b in ((clean, clean2), (noisy, noisy2)):
+        assert a.repeats == b.repeats and a.start == b.start
+        np.testing.assert_allclose(a.loss, b.loss, rtol=1e-12)
+        for field in ("inputs", "drive", "pre", "post"):
+            for u, v in zip(getattr(a, field), getattr(b, field)):
+                np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-15, err_msg=field)
+    assert noisy.inputs[0] is clean.inputs[0] and noisy.drive[0] is clean.drive[0]
+
+
 @pytest.mark.parametrize("name, floor", [("np", 0.8), ("inp", 0.8), ("anp", 0.8), ("wp", 0.7)])
 def test_more_samples_align_better(be64, small, name, floor):
     """WP's estimate is noisier (its noise has one dimension per parameter, 111 here, not per unit):

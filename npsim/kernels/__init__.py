@@ -52,30 +52,34 @@ def adam_step(p, g, m, v, *, b1: float, b2: float, step_size: float, eps: float)
     return reference.adam_step(p, g, m, v, b1=b1, b2=b2, step_size=step_size, eps=eps)
 
 
-def drive_activate(d, bias, perturb, repeats: int, slope: float | None):
+def drive_activate(d, bias, perturb, repeats: int, slope: float | None, clean_rows: int = 0):
     """Bias, tiling, perturbation and node model in one pass.
 
     d (B, n) : W x (+ b already, when ``bias`` is None). With ``bias`` (n,),
-        d += bias in place (then ``repeats`` must be 1).
-    perturb : (repeats·B, n) added to the tiled d, or None.
+        d += bias in place.
+    perturb : (repeats·B − clean_rows, n) added to the rows of the tiled d from
+        row ``clean_rows`` on (the first ``clean_rows`` rows stay unperturbed:
+        a clean copy stacked above the perturbed ones), or None.
     slope : leak of a (leaky) ReLU, 0 for ReLU; None for the linear node model.
 
-    Returns (a, x): a = tile(d, repeats) + perturb (d itself when there is
-    nothing to add or tile) and x = leaky_relu(a; slope) (a itself when linear).
+    Returns (a, x): a = tile(d, repeats) with perturb added (d itself when
+    there is nothing to add or tile) and x = leaky_relu(a; slope) (a itself
+    when linear).
     """
-    if bias is not None and repeats != 1:
-        raise ValueError("drive_activate: adding a bias needs repeats == 1")
+    rows = d.shape[0] * repeats
+    if perturb is not None and perturb.shape[0] != rows - clean_rows:
+        raise ValueError(f"drive_activate: perturb has {perturb.shape[0]} rows, expected {rows - clean_rows}")
     arrays = (d,) + ((bias,) if bias is not None else ()) + ((perturb,) if perturb is not None else ())
     if use_numba() and _host_f32_or_f64(*arrays) and len({a.dtype for a in arrays}) == 1:
-        rows = d.shape[0] * repeats
-        a = d if perturb is None and repeats == 1 else np.empty((rows, d.shape[1]), d.dtype)
+        a_is_d = perturb is None and repeats == 1
+        a = d if a_is_d else np.empty((rows, d.shape[1]), d.dtype)
         x = a if slope is None else np.empty_like(a)
         t = d.dtype.type
         _numba.drive_activate(d, d[0] if bias is None else bias, a if perturb is None else perturb, a, x,
                               t(0 if slope is None else slope), bias is not None, perturb is not None,
-                              slope is not None)
+                              clean_rows, a_is_d, slope is not None)
         return a, x
-    return reference.drive_activate(d, bias, perturb, repeats, slope)
+    return reference.drive_activate(d, bias, perturb, repeats, slope, clean_rows)
 
 
 def scale_rows(a, w):

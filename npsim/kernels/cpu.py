@@ -43,21 +43,21 @@ def adam_step(p, g, m, v, b1, c1, b2, c2, step, eps):
 
 
 @nb.njit(cache=True, error_model="numpy")
-def drive_activate(d, bias, perturb, a, x, slope, add_bias, use_perturb, nonlinear):
-    """d (B, n) += bias (if add_bias; a then has B rows and may be d itself);
-    a[r] = d[r mod B] (+ perturb[r]); x = leaky_relu(a; slope) (if nonlinear)."""
+def drive_activate(d, bias, perturb, a, x, slope, add_bias, use_perturb, clean_rows, a_is_d, nonlinear):
+    """d (B, n) += bias (if add_bias); a[r] = d[r mod B] (+ perturb[r - clean_rows] for r >= clean_rows);
+    x = leaky_relu(a; slope) (if nonlinear). With a_is_d, a is d itself (B rows, nothing added)."""
     B, n = d.shape
     for r in range(a.shape[0]):
         dr = d[r % B]
         ar = a[r]
-        if add_bias:
+        if add_bias and r < B:  # rows are visited in order: later copies read the biased d
             for j in range(n):
                 dr[j] += bias[j]
-        if use_perturb:
-            pr = perturb[r]
+        if use_perturb and r >= clean_rows:
+            pr = perturb[r - clean_rows]
             for j in range(n):
                 ar[j] = dr[j] + pr[j]
-        elif a.shape[0] != B:  # tiled copies; with B rows, a is d itself
+        elif not a_is_d:
             for j in range(n):
                 ar[j] = dr[j]
         if nonlinear:

@@ -16,13 +16,17 @@ def adam_step(p, g, m, v, *, b1, b2, step_size, eps) -> float:
     return float((u * u).sum())
 
 
-def drive_activate(d, bias, perturb, repeats, slope):
+def drive_activate(d, bias, perturb, repeats, slope, clean_rows=0):
     xp = _xp(d)
     if bias is not None:
         d += bias
     a = xp.tile(d, (repeats, 1)) if repeats > 1 else d
     if perturb is not None:
-        a = a + perturb
+        if clean_rows:
+            a = a.copy() if a is d else a
+            a[clean_rows:] = a[clean_rows:] + perturb
+        else:
+            a = a + perturb
     if slope is None:
         return a, a
     return a, xp.where(a > 0, a, a * a.dtype.type(slope))

@@ -59,7 +59,7 @@ class NP(Perturbation):
     """Classic node perturbation: every layer perturbed at once, noise propagates.
 
     G_l = (1/B) Σ_b (δℓ_b / σ²) ε_{l,b} x_{l-1,b}ᵀ, averaged over K samples.
-    Passes: 1 clean + K noisy (stacked into one pass of K·B rows).
+    Passes: 1 clean + K noisy, stacked into one pass of (1 + K)·B rows.
     """
 
     sigma: float = 1e-3
@@ -68,9 +68,8 @@ class NP(Perturbation):
 
     def __call__(self, net, params, x, y, rng):
         K = self.samples
-        clean = self._clean(net, params, x, y, rng)
         eps = self._noise(net, rng, K * x.shape[0], range(net.n_layers))
-        noisy = net.forward(params, x, y, rng=rng, perturb=eps, base=clean, repeats=K)
+        clean, noisy = net.forward_pair(params, x, y, rng=rng, perturb=eps, repeats=K)
         dl = noisy.loss - (_tile_rows(clean.loss, K))
         w = dl * dl.dtype.type(1.0 / self.sigma**2)
         grads = {}
@@ -145,11 +144,10 @@ class ANP(Perturbation):
 
     def __call__(self, net, params, x, y, rng):
         K = self.samples
-        clean = self._clean(net, params, x, y, rng)
         eps = None
         if self.noise == "injected":
             eps = self._noise(net, rng, K * x.shape[0], range(net.n_layers))
-        noisy = net.forward(params, x, y, rng=rng, perturb=eps, base=clean, repeats=K)
+        clean, noisy = net.forward_pair(params, x, y, rng=rng, perturb=eps, repeats=K)
         dl = noisy.loss - _tile_rows(clean.loss, K)
         da = [noisy.pre[i] - _tile_rows(clean.pre[i], K) for i in range(net.n_layers)]
         norm2 = sum((d * d).sum(axis=1) for d in da)

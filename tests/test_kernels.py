@@ -98,7 +98,8 @@ def test_training_steps_equal_with_and_without_kernels(rule, monkeypatch):
 
 
 def test_kernels_are_cached():
-    from npsim.kernels import cpu
+    from npsim.kernels import cpu, normal
 
-    for f in (cpu.adam_step, cpu.drive_activate, cpu.scale_rows, cpu.decorrelation_finish, cpu.membrane_run):
+    for f in (cpu.adam_step, cpu.drive_activate, cpu.scale_rows, cpu.decorrelation_finish, cpu.membrane_run,
+              normal._fill_nb):
         assert f._cache is not None and type(f._cache).__name__ == "FunctionCache"

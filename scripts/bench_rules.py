@@ -33,10 +33,10 @@ The GEMM floor, for layers l = 0..L-1 of widths n_l -> n_{l+1} and batch B
 * BP: forward x_l W_l^T, (B, n_l, n_{l+1}) for every layer; weight
   gradients delta_l^T x_l, (n_{l+1}, B, n_l) for every layer; input gradients
   delta_l W_l, (B, n_{l+1}, n_l) for layers 1..L-1. 3L - 1 products.
-* NP and ANP: clean forward (B, n_l, n_{l+1}) for every layer; noisy forward
-  (B, n_l, n_{l+1}) for layers 1..L-1 (layer 0's noisy activity is the clean
-  drive plus the noise, no product); update s_l^T x_l, (n_{l+1}, B, n_l) for
-  every layer. 3L - 1 products.
+* NP and ANP: layer 0 on the clean batch, (B, n_0, n_1) (layer 0's noisy
+  activity is the clean drive plus the noise, no product); the clean and the
+  noisy rows stacked through layers 1..L-1, (2B, n_l, n_{l+1}), as npsim runs
+  them; update s_l^T x_l, (n_{l+1}, B, n_l) for every layer. 2L products.
 * INP: clean forward (B, n_l, n_{l+1}) for every layer; for each perturbed
   layer i, the pass from layer i up: (B, n_l, n_{l+1}) for layers i+1..L-1
   (the perturbed layer reuses its clean drive), L(L-1)/2 products in all;
@@ -44,14 +44,15 @@ The GEMM floor, for layers l = 0..L-1 of widths n_l -> n_{l+1} and batch B
 * DANP (and any D-rule): the products of the base rule, plus the input
   decorrelation x_l R_l^T, (B, n_l, n_l), in the clean pass for every layer
   and in every noisy pass for each layer that pass recomputes (layers 1..L-1
-  for NP/ANP; layers i+1..L-1 for INP's pass i), for DBP the backward
+  for NP/ANP, stacked with the clean rows as (2B, n_l, n_l); layers i+1..L-1
+  for INP's pass i), for DBP the backward
   product through R, (B, n_l, n_l), for layers 1..L-1, plus the
   decorrelation update of every layer: for B < n_l, X R, (B, n_l, n_l), then
   X^T (X R), (n_l, B, n_l); for B >= n_l, X^T X, (n_l, B, n_l), then C R,
   (n_l, n_l, n_l) (whichever is cheaper, as npsim does).
 
-For the default network that is 11 products for BP, NP and ANP, 14 for INP
-and 11 + 4 + 3 + 8 = 26 for DANP.
+For the default network that is 11 products for BP, 8 for NP and ANP, 14 for
+INP and 8 + 4 + 8 = 20 for DANP.
 
 Timing: ``--warmup`` steps of each implementation first (they include any
 Numba compilation or cache loading), then ``--repeats`` timed rounds; a round
@@ -412,10 +413,11 @@ def gemm_bp(sizes, B, decorrelate=False):
 
 
 def gemm_np(sizes, B, decorrelate=False, samples=1):
-    """NP: clean pass, noisy pass from layer 1 up (layer 0 reuses the clean drive), update."""
+    """NP: layer 0 on the clean rows (the noisy copies reuse its drive), then the clean and the noisy
+    rows stacked through layers 1..L-1 (as npsim's Network.forward_pair does), update."""
     L = len(sizes) - 1
-    out = _forward(sizes, B, range(L), decorrelate, "clean")
-    out += _forward(sizes, samples * B, range(1, L), decorrelate, "noisy")
+    out = _forward(sizes, B, range(1), decorrelate, "clean")
+    out += _forward(sizes, (1 + samples) * B, range(1, L), decorrelate, "clean+noisy")
     out += _update(sizes, B)
     return out + (_decorrelation(sizes, B) if decorrelate else [])
 

@@ -236,29 +236,15 @@ class Network:
         h = None
         for i in range(start, L):
             layer = self.layers[i]
-            slope = _fused_slope(layer.node)
             reps, bias = 1, None
             if base is not None and i == start:
                 inp, d, reps = base.inputs[i], base.drive[i], repeats
             else:
                 R = params[param_key(i, "R")] if layer.decorrelate else None
                 inp = layer.layer_input(x if i == 0 else h, R)
-                W, b = params[param_key(i, "W")], params[param_key(i, "b")]
-                if slope is False:
-                    d = layer.drive(inp, W, b)
-                else:  # the bias goes in with the node model below
-                    d, bias = layer.drive(inp, W), layer.unit_bias(b)
+                d, bias = layer.drive(inp, params[param_key(i, "W")]), layer.unit_bias(params[param_key(i, "b")])
             eps = perturb[i] if perturb is not None else None
-            if slope is not False:
-                # bias + tile + perturb + node model in one pass (a Numba kernel on the CPU)
-                a, h = drive_activate(d, bias, eps, reps, slope)
-            else:
-                a = _tile(d, reps) if reps > 1 else d
-                if eps is not None:
-                    a = a + eps
-                if layer.node.noisy:
-                    a = layer.node.activity(a, rng)
-                h = layer.node(a, rng)
+            a, h = _activate(layer.node, d, bias, eps, reps, rng)
             h = layer.output(h)
             inputs[i], drive[i], pre[i], post[i] = inp, d, a, h
         yy = _tile(y, repeats) if repeats > 1 else y
@@ -296,19 +282,8 @@ class Network:
             inp = layer.layer_input(x if i == 0 else h, R)
             eps = perturb[i] if perturb is not None else None
             reps = 1 + repeats if i == 0 else 1  # layer 0: one product on the B clean rows, then tiled
-            slope = _fused_slope(layer.node)
-            if slope is not False:
-                d = layer.drive(inp, W)
-                a, h = drive_activate(d, layer.unit_bias(b), eps, reps, slope, clean_rows=B)
-            else:
-                d = layer.drive(inp, W, b)
-                a = _tile(d, reps) if reps > 1 else d
-                if eps is not None:
-                    a = a.copy() if a is d else a
-                    a[B:] += eps
-                if layer.node.noisy:
-                    a = layer.node.activity(a, rng)
-                h = layer.node(a, rng)
+            d = layer.drive(inp, W)
+            a, h = _activate(layer.node, d, layer.unit_bias(b), eps, reps, rng, clean_rows=B)
             h = layer.output(h)
             if i == 0:
                 c[0][i] = n[0][i] = inp
@@ -345,13 +320,9 @@ class Network:
             eps = perturb[i] if perturb is not None else None
             if not _temporal(layer.node):
                 inp = layer.layer_input(h, params[param_key(i, "R")] if layer.decorrelate else None)
-                d = layer.drive(inp, W, b)
-                a = _rows(d, rows)
-                if eps is not None:
-                    a = a + eps
-                if layer.node.noisy:
-                    a = layer.node.activity(a, rng)
-                h = layer.output(layer.node(a, rng))
+                d = layer.drive(inp, W)
+                a, h = _activate(layer.node, d, layer.unit_bias(b), eps, rows // d.shape[0], rng)
+                h = layer.output(h)
                 inputs[i], drive[i], pre[i], post[i] = inp, d, a, h
                 i += 1
                 continue
@@ -414,6 +385,33 @@ class Network:
                 R = params[param_key(i, "R")] if layer.decorrelate else None
                 dx = layer.input_grad(da, params[param_key(i, "W")], R)
         return grads
+
+
+def _activate(node, d, bias, perturb, repeats: int, rng, clean_rows: int = 0):
+    """A layer's activity and unit outputs from its drive: (a, x).
+
+    d (B, n) : W x, plus b already when ``bias`` is None; with ``bias``
+        (n_units,), d += bias in place (d is then the layer's drive W x + b).
+    a = tile(d, repeats) with ``perturb`` ((repeats·B − clean_rows, n) or None)
+    added from row ``clean_rows`` on and the node model's intrinsic noise; x =
+    node(a). (Leaky) ReLU and linear units take one fused pass
+    (:func:`npsim.kernels.drive_activate`).
+    """
+    slope = _fused_slope(node)
+    if slope is not False:
+        return drive_activate(d, bias, perturb, repeats, slope, clean_rows)
+    if bias is not None:
+        d += bias
+    a = _tile(d, repeats) if repeats > 1 else d
+    if perturb is not None:
+        if clean_rows:
+            a = a.copy() if a is d else a
+            a[clean_rows:] += perturb
+        else:
+            a = a + perturb
+    if node.noisy:
+        a = node.activity(a, rng)
+    return a, node(a, rng)
 
 
 def _fused_slope(node):

@@ -1050,6 +1050,17 @@ def _pm(mean: float, low: float, high: float, spec: str = ".4f") -> str:
     return f"{format(mean, spec)} \u00b1 {format((high - low) / 2, spec)}"
 
 
+def _sweep_groups(path, confidence: float):
+    """(rows, swept keys, their short labels, per-parameter-set aggregates) of a sweep with runs."""
+    from .sweep import index_path
+
+    rows = load_sweep(path)
+    if not rows:
+        raise ValueError(f"{index_path(path)}: the sweep has no runs")
+    keys = sweep_keys(rows)
+    return rows, keys, _short_keys(keys), aggregate(rows, keys, confidence=confidence)
+
+
 def sweep_text(path, *, confidence: float = 0.95) -> str:
     """What ``npsim compare SWEEP`` prints: one line per parameter set, best mean final test accuracy first.
 
@@ -1061,12 +1072,7 @@ def sweep_text(path, *, confidence: float = 0.95) -> str:
     """
     from .sweep import index_path
 
-    rows = load_sweep(path)
-    if not rows:
-        raise ValueError(f"{index_path(path)}: the sweep has no runs")
-    keys = sweep_keys(rows)
-    short = _short_keys(keys)
-    groups = aggregate(rows, keys, confidence=confidence)
+    rows, keys, short, groups = _sweep_groups(path, confidence)
     groups.sort(key=lambda g: -g["final_test_accuracy_mean"] if math.isfinite(g["final_test_accuracy_mean"])
                 else math.inf)
     pct = f"{100 * confidence:g}%"
@@ -1115,12 +1121,7 @@ def plot_sweep(path, out, *, confidence: float = 0.95) -> Path:
     out = Path(out)
     if out.suffix.lower() not in PLOT_SUFFIXES:
         raise ValueError(f"{out}: plot file must end in {', '.join(PLOT_SUFFIXES)}")
-    rows = load_sweep(path)
-    if not rows:
-        raise ValueError(f"{path}: the sweep has no runs")
-    keys = sweep_keys(rows)
-    short = _short_keys(keys)
-    groups = aggregate(rows, keys, confidence=confidence)
+    rows, keys, short, groups = _sweep_groups(path, confidence)
     acc = sweep_curves(rows, keys, metric="test_accuracy", confidence=confidence)
     loss = sweep_curves(rows, keys, metric="test_loss", confidence=confidence)
 

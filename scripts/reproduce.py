@@ -36,7 +36,7 @@ import numpy as np
 
 from npsim.analysis import curves
 from npsim.config import load_config, models_dir
-from npsim.sweep import load_sweep_file, read_index, run_sweep
+from npsim.sweep import load_sweep_file, run_sweep
 from npsim.trajectory import read_trajectory
 
 RULES = ["bp", "np", "inp", "anp", "dnp", "dinp", "danp"]

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from scipy.signal import correlate
 
-from npsim.backend import get_backend
 from npsim.layers import Conv2D, Dense
 from npsim.losses import make_loss
 from npsim.network import Network

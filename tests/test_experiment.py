@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import three_class_npz
 from npsim.cli import main
 from npsim.config import load_config
 from npsim.trajectory import read_trajectory
@@ -46,15 +47,7 @@ snapshot_every = 2
 @pytest.fixture
 def tiny(tmp_path):
     """A small 3-class npz data set and a config writer for it."""
-    rng = np.random.default_rng(0)
-    centers = rng.standard_normal((3, 12)) * 2
-    def draw(n):
-        y = rng.integers(0, 3, n)
-        return (centers[y] + rng.standard_normal((n, 12))).astype(np.float32), y
-    xtr, ytr = draw(600)
-    xte, yte = draw(200)
-    data = tmp_path / "tiny.npz"
-    np.savez(data, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    data = three_class_npz(tmp_path / "tiny.npz", 600, 200)
 
     def write(rule="danp", epochs=6, name="cfg.toml", **extra):
         text = CONFIG.format(data=data, rule=rule, epochs=epochs)

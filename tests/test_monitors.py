@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import held_open
 from npsim.analysis import info_text, monitors_text, plot_monitors
 from npsim.cli import main
 from npsim.trajectory import (
@@ -171,22 +172,8 @@ def test_live_reader_sees_monitors(tmp_path):
     w = write_run(path, monitors=False, finish=False)
     w.flush()
     assert read_monitors(path) is None  # opened as a SWMR reader while the writer is open
-    # another process holds the file open (as a live plot would) while the monitors are written
-    code = textwrap.dedent("""
-        import sys, h5py
-        f = h5py.File(sys.argv[1], "r", swmr=True)
-        print("open", flush=True)
-        sys.stdin.readline()
-        f.close()
-    """)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert holder.stdout.readline().strip() == "open"
+    with held_open(path):  # another process holds the file open while the monitors are written
         w.write_monitors(recordings(), dt=DT, steps=T, samples=SAMPLES, epoch=1)
-    finally:
-        holder.communicate("\n", timeout=30)
     assert not w.closed
     m = read_monitors(path)  # the writer is still open, in SWMR mode
     assert m is not None and list(m.layers) == [0, 2]
@@ -199,6 +186,7 @@ def test_live_reader_sees_monitors(tmp_path):
         t = read_trajectory(sys.argv[1])
         print(t.status, len(t.steps["step"]), sorted(t.monitors.layers), int(t.monitors.layers[0]["spikes"].sum()))
     """)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
     r = subprocess.run([sys.executable, "-c", read, str(path)], capture_output=True, text=True, env=env,
                        timeout=60)
     assert r.returncode == 0, r.stderr

@@ -3,7 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-import numpy as np
+from conftest import three_class_npz
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce.py"
 
@@ -27,15 +27,7 @@ diagnostics_every = 3
 
 
 def test_reproduce_writes_the_results_page(tmp_path):
-    rng = np.random.default_rng(0)
-    centers = rng.standard_normal((3, 10)) * 2
-
-    def draw(n):
-        y = rng.integers(0, 3, n)
-        return (centers[y] + rng.standard_normal((n, 10))).astype(np.float32), y
-
-    (xtr, ytr), (xte, yte) = draw(300), draw(100)
-    np.savez(tmp_path / "tiny.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    three_class_npz(tmp_path / "tiny.npz", 300, 100, n_features=10)
     (tmp_path / "reproduce-mlp.toml").write_text(BASE.format(data=tmp_path / "tiny.npz"))
     spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
     mod = importlib.util.module_from_spec(spec)

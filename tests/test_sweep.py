@@ -14,6 +14,7 @@ import numpy as np
 import psutil
 import pytest
 
+from conftest import three_class_npz
 from npsim.analysis import aggregate, load_sweep, sweep_curves, sweep_text
 from npsim.cli import main
 from npsim.sweep import load_sweep_file, read_index, run_name
@@ -61,15 +62,7 @@ optimizer.lr = [1e-3, 3e-3]
 @pytest.fixture
 def tiny(tmp_path):
     """A small 3-class npz data set, a base config for it, and a sweep-file writer."""
-    rng = np.random.default_rng(0)
-    centers = rng.standard_normal((3, 12)) * 2
-
-    def draw(n):
-        y = rng.integers(0, 3, n)
-        return (centers[y] + rng.standard_normal((n, 12))).astype(np.float32), y
-
-    (xtr, ytr), (xte, yte) = draw(400), draw(200)
-    np.savez(tmp_path / "tiny.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    three_class_npz(tmp_path / "tiny.npz", 400, 200)
 
     def write(text, epochs=2, name="sweep.toml"):
         (tmp_path / "base.toml").write_text(BASE.format(data=tmp_path / "tiny.npz", epochs=epochs))

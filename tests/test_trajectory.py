@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import held_open
 from npsim.trajectory import (
     SCHEMA_VERSION,
     Series,
@@ -201,21 +202,8 @@ def test_finish_while_a_reader_holds_the_file(tmp_path):
     w = make_writer(path)
     w.append_steps(**step_rows(0, 3))
     w.flush()
-    code = textwrap.dedent("""
-        import sys, h5py
-        f = h5py.File(sys.argv[1], "r", swmr=True)
-        print("open", flush=True)
-        sys.stdin.readline()
-        f.close()
-    """)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    reader = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert reader.stdout.readline().strip() == "open"
+    with held_open(path):
         w.finish("interrupted", message="stopped")
-    finally:
-        reader.communicate("\n", timeout=30)
     t = read_trajectory(path)
     assert t.status == "interrupted" and t.attrs["message"] == "stopped" and len(t.steps["loss"]) == 3
 

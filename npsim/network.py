@@ -97,10 +97,10 @@ class Network:
         for i, layer in enumerate(layers):
             if not isinstance(layer, (Dense, Conv2D)):
                 raise TypeError(f"Network: layer {i} must be Dense or Conv2D, got {type(layer).__name__}")
-            if _temporal(layer.node) and not isinstance(layer, Dense):
+            if layer.node.temporal and not isinstance(layer, Dense):
                 raise ValueError(f"Network: layer {i}: time-stepped node models run in Dense layers only")
             inner = getattr(layer.node, "inner", None)
-            if inner is not None and _temporal(inner):
+            if inner is not None and inner.temporal:
                 raise ValueError(
                     f"Network: layer {i} wraps the time-stepped node model {inner.name!r} in "
                     f"{layer.node.name!r}; give a spiking layer noise with its own 'membrane_noise' parameter"
@@ -109,7 +109,7 @@ class Network:
             raise TypeError(f"Network: simulation must be a Simulation, got {type(simulation).__name__}")
         self.layers = tuple(layers)
         self.loss = loss
-        self.temporal = any(_temporal(layer.node) for layer in layers)
+        self.temporal = any(layer.node.temporal for layer in layers)
         self.simulation = simulation if simulation is not None or not self.temporal else Simulation()
 
     # -- structure --------------------------------------------------------
@@ -304,7 +304,7 @@ class Network:
         B = x.shape[0]
         rows = K * B
         seed = None
-        if sim.stochastic_input and _temporal(self.layers[0].node):
+        if sim.stochastic_input and self.layers[0].node.temporal:
             if base is not None:
                 seed = base.seed
             elif rng is None:
@@ -318,7 +318,7 @@ class Network:
             layer = self.layers[i]
             W, b = params[param_key(i, "W")], params[param_key(i, "b")]
             eps = perturb[i] if perturb is not None else None
-            if not _temporal(layer.node):
+            if not layer.node.temporal:
                 inp = layer.layer_input(h, params[param_key(i, "R")] if layer.decorrelate else None)
                 d = layer.drive(inp, W)
                 a, h = _activate(layer.node, d, layer.unit_bias(b), eps, rows // d.shape[0], rng)
@@ -327,7 +327,7 @@ class Network:
                 i += 1
                 continue
             j = i
-            while j < L and _temporal(self.layers[j].node):
+            while j < L and self.layers[j].node.temporal:
                 j += 1
             weights, consts, source = [], [], None
             for l in range(i, j):
@@ -423,10 +423,6 @@ def _fused_slope(node):
     if type(node) is Linear:
         return None
     return False
-
-
-def _temporal(node) -> bool:
-    return getattr(node, "temporal", False)
 
 
 def _rows(a, rows: int):

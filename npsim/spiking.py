@@ -279,12 +279,12 @@ def simulate(nodes, weights, consts, source, sim: Simulation, rng, *, repeats: i
     vrec = {s: np.empty((chunk, rows, consts[s].shape[1]), dtype) for s in record}
     # each noisy layer draws from its own stream, so the draws do not depend on the chunking
     noise_streams = {}
-    if any(getattr(nd, "membrane_noise", 0) > 0 for nd in nodes):
+    if any(nd.noisy for nd in nodes):
         if rng is None:
             raise ValueError("membrane noise needs a random stream (rng)")
         seed = int(rng.integers(0, 2**63 - 1))
         noise_streams = {s: type(rng)(rng.backend, np.random.SeedSequence([seed, s]))
-                         for s, nd in enumerate(nodes) if getattr(nd, "membrane_noise", 0) > 0}
+                         for s, nd in enumerate(nodes) if nd.noisy}
     source_sum = None
     if source is not None:
         B = rows // repeats

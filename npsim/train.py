@@ -105,10 +105,10 @@ def build_network(cfg: Config, n_in: int, n_out: int) -> Network:
         raise ValueError(f"train.freeze: no layer {bad[0]}; the network has layers 0 to {net.n_layers - 1}")
     mon = cfg.train.monitor
     if mon is not None and net.temporal:  # simulation and monitor are unused without temporal layers
-        bad = [l for l in mon.layers if not (0 <= l < net.n_layers and getattr(net.layers[l].node, "temporal", False))]
+        temporal = [i for i, layer in enumerate(net.layers) if layer.node.temporal]
+        bad = [l for l in mon.layers if l not in temporal]
         if bad:
-            temporal = [i for i, layer in enumerate(net.layers) if getattr(layer.node, "temporal", False)]
-            raise ValueError(f"train.monitor.layers: {bad} are not temporal layers; temporal layers: {temporal or 'none'}")
+            raise ValueError(f"train.monitor.layers: {bad} are not temporal layers; temporal layers: {temporal}")
     return net
 
 

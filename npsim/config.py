@@ -23,6 +23,10 @@ class ConfigError(ValueError):
     """A config file or override is missing, unreadable or invalid."""
 
 
+#: config keys holding file paths; a relative value is relative to the file that gives it
+PATH_KEYS = ("data.path", "network.noise.path")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -242,13 +246,14 @@ def parse_toml(text: str, source: str, base_dir: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     if base_dir is not None:
-        for keys in (("data",), ("network", "noise")):
+        for key in PATH_KEYS:
+            *tables, name = key.split(".")
             table = data
-            for k in keys:
+            for k in tables:
                 table = table.get(k) if isinstance(table, dict) else None
-            path = table.get("path") if isinstance(table, dict) else None
+            path = table.get(name) if isinstance(table, dict) else None
             if isinstance(path, str) and path and not Path(path).is_absolute():
-                table["path"] = str((base_dir / path).resolve())
+                table[name] = str((base_dir / path).resolve())
     return parse_config(data, source)
 
 

@@ -293,8 +293,7 @@ class GaussianNoise(ActivityNoise):
     name = "gaussian_noise"
 
     def _check(self):
-        if not self.std >= 0 or not math.isfinite(self.std):
-            raise ValueError(f"gaussian_noise: std must be finite and >= 0, got {self.std}")
+        _real(self.name, "std", self.std, low=0)
         if self.kind not in ("additive", "multiplicative"):
             raise ValueError(f"gaussian_noise: kind must be 'additive' or 'multiplicative', got {self.kind!r}")
 

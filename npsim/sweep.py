@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .config import Config, ConfigError, load_config
+from .config import PATH_KEYS, Config, ConfigError, _Strict, load_config
 from .config import format_error as _format_error
 
 __all__ = [
@@ -75,7 +75,6 @@ RANDOM_DIGITS = 4
 
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_PATH_KEYS = ("data.path", "network.noise.path")  # relative values are relative to the sweep file
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 _RESUME_WAIT_S = 30.0  # how long a task waits for a killed writer of the same file to go away
 
@@ -85,10 +84,6 @@ class SweepError(ConfigError):
 
 
 # --------------------------------------------------------------------------- the sweep file
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Distribution(_Strict):
@@ -228,7 +223,7 @@ def _resolve_paths(values: dict, base_dir: Path) -> dict:
             return str((base_dir / v).resolve())
         return v
 
-    return {k: ([fix(x) for x in v] if isinstance(v, list) else fix(v)) if k in _PATH_KEYS else v
+    return {k: ([fix(x) for x in v] if isinstance(v, list) else fix(v)) if k in PATH_KEYS else v
             for k, v in values.items()}
 
 

@@ -1,21 +1,25 @@
 """The ``npsim`` command: train, resume, inspect, plot and compare runs, and run sweeps.
 
-Bad input ends with one line ``npsim: error: ...`` and exit status 2; a run
-that diverges ends with exit status 1 after marking its file failed, and so
-does a sweep in which not every run finished.
+Bad input (any :class:`~npsim.errors.NpsimError`) ends with one line
+``npsim: error: ...`` and exit status 2; a run that diverges ends with exit
+status 1 after marking its file failed, and so does a sweep in which not
+every run finished. Anything else is a bug in npsim: its traceback is shown,
+with a line asking to report it, and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 __all__ = ["main"]
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
+EXIT_BUG = 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,8 +92,14 @@ def _fail(msg: str, code: int = EXIT_BAD_INPUT):
 
 
 def _cmd_train(args) -> int:
-    from .config import DEFAULT_CONFIG, apply_overrides, load_config, models_dir
-    from .train import Diverged, default_output, resume, run
+    from .errors import Diverged
+    from .experiment.config import (
+        DEFAULT_CONFIG,
+        apply_overrides,
+        load_config,
+        models_dir,
+    )
+    from .experiment.loop import default_output, resume, run
 
     progress = not args.quiet
     if args.resume:
@@ -121,7 +131,7 @@ def _cmd_train(args) -> int:
     print(f"run {res.status}: {res.epochs} epochs, {res.steps} updates, test accuracy {res.test_accuracy:.4f} "
           f"(test loss {res.test_loss:.4f}) -> {res.path}")
     if not args.no_plot:
-        from .analysis import plot_runs
+        from .analysis.plots import plot_runs
 
         png = res.path.with_suffix(".png")
         plot_runs([res.path], png)
@@ -133,7 +143,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from .analysis import info_text
+    from .analysis.text import info_text
 
     print(info_text(args.run))
     return 0
@@ -146,8 +156,8 @@ def _monitors_out(out: Path) -> Path:
 
 def _plot_monitors_if_any(run, out: Path) -> Path | None:
     """Plot a run's spike/voltage monitors next to ``out`` if it has any; the file written, or None."""
-    from .analysis import plot_monitors
-    from .trajectory import read_trajectory
+    from .analysis.plots import plot_monitors
+    from .io.trajectory import read_trajectory
 
     traj = read_trajectory(run, snapshots=False)
     if traj.monitors is None:
@@ -164,11 +174,11 @@ def _is_sweep(paths: list[str]) -> bool:
 
 
 def _cmd_plot(args) -> int:
-    from .analysis import plot_runs
+    from .analysis.plots import plot_runs
 
     if _is_sweep(args.runs):
-        from .analysis import plot_sweep
-        from .sweep import index_path
+        from .analysis.plots import plot_sweep
+        from .io.sweep_index import index_path
 
         out = Path(args.out) if args.out else index_path(args.runs[0]).parent / "sweep.png"
         print(plot_sweep(args.runs[0], out))
@@ -184,10 +194,10 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .analysis import compare_text
+    from .analysis.text import compare_text
 
     if _is_sweep(args.runs):
-        from .analysis import sweep_text
+        from .analysis.text import sweep_text
 
         print(sweep_text(args.runs[0]))
         return 0
@@ -196,7 +206,7 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from .sweep import load_sweep_file, plan, run_sweep
+    from .experiment.sweep import load_sweep_file, plan, run_sweep
 
     for opt in ("workers", "threads_per_run"):
         v = getattr(args, opt)
@@ -227,7 +237,7 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_data(args) -> int:
-    from .data import DATASETS, search_places
+    from .io.data import DATASETS, search_places
 
     names = args.name or [n for n in DATASETS if n != "npz"]
     for name in names:
@@ -244,25 +254,31 @@ COMMANDS = {"train": _cmd_train, "info": _cmd_info, "plot": _cmd_plot, "compare"
             "sweep": _cmd_sweep}
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"npsim: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    from .backend import BackendUnavailable
-    from .config import ConfigError
-    from .data import DataFormatError, DataNotFound
-    from .trajectory import TrajectoryError
+    from .errors import NpsimError, ParameterError
 
     args = _parser().parse_args(argv)
+    old_show = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, DataNotFound, DataFormatError, TrajectoryError, BackendUnavailable, FileExistsError) as exc:
-        return _fail(str(exc))
-    except (ValueError, TypeError) as exc:  # invalid combinations found while building the experiment
-        if os.environ.get("NPSIM_DEBUG"):
-            raise
+    except (NpsimError, ParameterError, FileExistsError) as exc:  # what the user gave cannot work: one line
         return _fail(str(exc))
     except KeyboardInterrupt:
         return _fail("interrupted; resume with npsim train --resume RUN.h5", 130)
     except BrokenPipeError:
         return 0
+    except Exception:  # noqa: BLE001 - anything else is a bug in npsim: keep its traceback
+        traceback.print_exc()
+        print("npsim: internal error: this is a bug in npsim, not a problem with your input; please report it "
+              "with the traceback above", file=sys.stderr)
+        return EXIT_BUG
+    finally:
+        warnings.showwarning = old_show
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ decorrelation update where the rule has one, and the Adam step.
 Three implementations of the same step, on the same shapes and the same
 initial weights:
 
-(a) npsim: ``npsim.step.train_step`` on a network built with the public
-    constructors (Dense, Network, make_node, make_loss, make_rule, adam), so
+(a) npsim: ``npsim.learn.train_step`` on a network built with the public
+    constructors (``npsim.model.mlp``, make_rule, adam), so
     whatever npsim does inside is what gets timed.
 (b) PyTorch on the CPU, written the straightforward way (``TorchNet`` below):
     ``torch.no_grad()``, float32; NP, ANP and DANP run one forward over the
@@ -130,13 +130,14 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from npsim.backend import get_backend  # noqa: E402
-from npsim.losses import make_loss  # noqa: E402
-from npsim.memory import keep_freed_memory  # noqa: E402
-from npsim.network import Dense, Network  # noqa: E402
-from npsim.nodes import make_node  # noqa: E402
-from npsim.optim import adam  # noqa: E402
-from npsim.rules import make_rule  # noqa: E402
-from npsim.step import train_step, trainable  # noqa: E402
+from npsim.backend.memory import keep_freed_memory  # noqa: E402
+from npsim.learn.optim import adam  # noqa: E402
+from npsim.learn.rules import (
+    make_rule,  # noqa: E402
+    split_name,  # noqa: E402
+)
+from npsim.learn.step import train_step, trainable  # noqa: E402
+from npsim.model import mlp  # noqa: E402
 
 try:
     import torch
@@ -165,11 +166,10 @@ DEFAULT_MARKDOWN = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md
 
 def split_rule(name: str) -> tuple[str, bool]:
     """"danp" -> ("anp", True): the base rule and whether every layer decorrelates its input."""
-    if name in ("bp", "np", "inp", "anp"):
-        return name, False
-    if name.startswith("d") and name[1:] in ("bp", "np", "inp", "anp"):
-        return name[1:], True
-    raise ValueError(f"unknown rule {name!r}; choose from {', '.join(ALL_RULES)}")
+    base, dec = split_name(name)
+    if name not in ALL_RULES:
+        raise ValueError(f"rule {name!r} has no benchmark implementation; choose from {', '.join(ALL_RULES)}")
+    return base, dec
 
 
 # --- (a) npsim -------------------------------------------------------------------
@@ -180,12 +180,7 @@ def build_npsim(sizes, rule: str, dtype="float32", seed: int = 0, sigma: float =
     """The benchmark MLP and rule in npsim. Returns (backend, net, rule, params)."""
     base, dec = split_rule(rule)
     be = get_backend("numpy", dtype)
-    L = len(sizes) - 1
-    layers = [Dense(sizes[i], sizes[i + 1],
-                    make_node("leaky_relu", slope=SLOPE) if i < L - 1 else make_node("linear"),
-                    decorrelate=dec)
-              for i in range(L)]
-    net = Network(layers, make_loss("cross_entropy"))
+    net = mlp(sizes, "leaky_relu", "linear", "cross_entropy", decorrelate=dec, slope=SLOPE)
     kw = {} if base == "bp" else {"sigma": sigma}
     r = make_rule(rule, decorrelation_lr=decorrelation_lr, **kw)
     r.check(net)
@@ -511,7 +506,7 @@ def machine_info(threads: int, use_torch: bool, kept_memory: bool = False) -> li
     if use_torch:
         lines.append(f"torch {torch.__version__}, BLAS: {torch_blas()}")
     lines.append(f"threads: {threads} (numpy BLAS and torch.set_num_threads)")
-    lines.append("malloc keeps freed memory (npsim.memory.keep_freed_memory), for all three: "
+    lines.append("malloc keeps freed memory (npsim.backend.memory.keep_freed_memory), for all three: "
                  + ("yes" if kept_memory else "no"))
     lines.append(f"date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     return lines

@@ -23,12 +23,11 @@ import tracemalloc
 import numpy as np
 
 from npsim.backend import get_backend
-from npsim.config import load_config, models_dir
-from npsim.optim import adam
-from npsim.rules import make_rule
-from npsim.spiking import Simulation
-from npsim.step import train_step, trainable
-from npsim.train import build_network
+from npsim.experiment.build import build_network
+from npsim.experiment.config import load_config, models_dir, rule_from_config
+from npsim.learn.optim import adam
+from npsim.learn.step import train_step, trainable
+from npsim.model.spiking import Simulation
 
 
 def main(argv=None) -> int:
@@ -42,8 +41,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.config)
     be = get_backend("numpy", "float32")
     net = build_network(cfg, 784, 10)
-    rc = cfg.rule
-    rule = make_rule(rc.name, sigma=rc.sigma, samples=rc.samples, decorrelation_lr=rc.decorrelation_lr)
+    rule = rule_from_config(cfg.rule)
     stream = be.stream(0)
     x = np.abs(stream.normal((args.batch, 784)))
     y = np.arange(args.batch) % 10

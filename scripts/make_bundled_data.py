@@ -33,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from npsim.data import load_idx_dir  # noqa: E402
+from npsim.io.data import load_idx_dir  # noqa: E402
 
 DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_OUT = REPO / "data" / "fashion-mnist"

@@ -32,20 +32,21 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_rules  # noqa: E402
-import npsim.network  # noqa: E402
-import npsim.rules.decorrelation  # noqa: E402
-import npsim.rules.perturbation  # noqa: E402
-from npsim import kernels, layers  # noqa: E402
-from npsim.backend import RandomStream  # noqa: E402
+
+import npsim.learn.rules.decorrelation  # noqa: E402
+import npsim.learn.rules.perturbation  # noqa: E402
+import npsim.model.network  # noqa: E402
+from npsim.backend import RandomStream, kernels  # noqa: E402
+from npsim.model import layers  # noqa: E402
 
 PARTS = [
     (layers.Dense, "drive", "forward products"),
     (layers.Dense, "layer_input", "decorrelation products"),
-    (npsim.network, "drive_activate", "bias+perturbation+node kernel"),
+    (npsim.model.network, "drive_activate", "bias+perturbation+node kernel"),
     (layers.Dense, "weight_grad", "update products"),
-    (npsim.rules.perturbation, "scale_rows", "signal scaling"),
+    (npsim.learn.rules.perturbation, "scale_rows", "signal scaling"),
     (RandomStream, "normal", "Gaussian draws"),
-    (npsim.rules.decorrelation, "decorrelation_step", "decorrelation update"),
+    (npsim.learn.rules.decorrelation, "decorrelation_step", "decorrelation update"),
     (kernels, "adam_step", "Adam"),
 ]
 

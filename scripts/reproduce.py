@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from npsim.analysis import curves
-from npsim.config import load_config, models_dir
-from npsim.sweep import load_sweep_file, run_sweep
-from npsim.trajectory import read_trajectory
+from npsim.experiment.config import load_config, models_dir
+from npsim.experiment.sweep import load_sweep_file, run_sweep
+from npsim.io.trajectory import read_trajectory
 
 RULES = ["bp", "np", "inp", "anp", "dnp", "dinp", "danp"]
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,13 +17,11 @@ import json
 import numpy as np
 
 from npsim.backend import get_backend
-from npsim.losses import make_loss
-from npsim.network import Dense, Network
-from npsim.nodes import make_node
-from npsim.optim import adam
-from npsim.rules import make_rule
-from npsim.step import evaluate, fit
-from npsim.tasks import teacher_student
+from npsim.io.data.synthetic import teacher_student
+from npsim.learn.optim import adam
+from npsim.learn.rules import make_rule
+from npsim.learn.step import evaluate, fit
+from npsim.model import mlp
 
 RULES = ("bp", "np", "inp", "anp", "dnp", "dinp", "danp")
 SIZES = (30, 60, 60, 10)
@@ -42,9 +40,7 @@ def run(rule: str, lr: float, seed: int, steps: int, batch: int = 64) -> float:
     be = get_backend("numpy", "float64")
     x, y = teacher_student(2048, SIZES, seed=1000 + seed, input_correlation=CORRELATION)
     dec = rule.startswith("d")
-    layers = [Dense(SIZES[i], SIZES[i + 1], make_node("tanh" if i < len(SIZES) - 2 else "linear"), decorrelate=dec)
-              for i in range(len(SIZES) - 1)]
-    net = Network(layers, make_loss("mse"))
+    net = mlp(SIZES, "tanh", "linear", "mse", decorrelate=dec)
     params = net.init(be.stream(seed), be, scheme=INIT)
     kw = {} if rule == "bp" else {"sigma": SIGMA}
     r = make_rule(rule, decorrelation_lr=1e-3, **kw)

@@ -16,7 +16,7 @@ from npsim.analysis import (
     summary,
     table,
 )
-from npsim.trajectory import Series, TrajectoryError, TrajectoryWriter
+from npsim.io.trajectory import Series, TrajectoryError, TrajectoryWriter
 
 SIZES = [6, 5, 4, 3]
 L = len(SIZES) - 1

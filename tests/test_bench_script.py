@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npsim.optim import adam
-from npsim.step import train_step, trainable
+from npsim.learn.optim import adam
+from npsim.learn.step import train_step, trainable
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "bench_rules.py"

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-
 from conftest import mlp
-from npsim.network import param_key
+
+from npsim.model.network import param_key
 
 
 def _batch_loss(net, params, x, y):

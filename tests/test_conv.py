@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from scipy.signal import correlate
 
-from npsim.layers import Conv2D, Dense
-from npsim.losses import make_loss
-from npsim.network import Network
-from npsim.nodes import make_node
-from npsim.rules import alignment, make_rule
+from npsim.learn import alignment, make_rule
+from npsim.model import make_node
+from npsim.model.layers import Conv2D, Dense
+from npsim.model.losses import make_loss
+from npsim.model.network import Network
 
 
 def _net(loss="mse", decorrelate=False, stride=1, padding=1, pool=2, pooling="max", node="tanh"):
@@ -80,7 +80,7 @@ def test_inp_on_convolutions_points_along_the_gradient(be64):
     rng = be64.stream(2)
     params = net.init(rng, be64)
     x, y = rng.normal((8, net.sizes[0])), rng.normal((8, 3))
-    out = make_rule("inp", sigma=1e-5, samples=3000)(net, params, x, y, rng)
+    out = make_rule("inp", sigma=1e-5, perturbations=3000)(net, params, x, y, rng)
     cos = alignment(net, params, y, out)
     assert np.all(cos > 0.9), cos
 
@@ -123,8 +123,8 @@ def test_bad_conv_layers_are_named():
 
 def test_conv_config_trains_and_checks_its_input_shape(tmp_path):
     from npsim.cli import main
-    from npsim.config import load_config
-    from npsim.train import run
+    from npsim.experiment.config import load_config
+    from npsim.experiment.loop import run
 
     rng = np.random.default_rng(0)
     # 2 classes of 1x8x8 images: a bright horizontal vs vertical bar at a random place, plus noise
@@ -153,8 +153,8 @@ node = "relu"
 [rule]
 name = "danp"
 sigma = 1e-3
-samples = 2
-decorrelation_samples = 256
+perturbations = 2
+decorrelation_rows = 256
 [optimizer]
 lr = 1e-2
 [train]
@@ -165,7 +165,7 @@ diagnostics_every = 5
     (tmp_path / "bars.toml").write_text(cfg_text)
     res = run(load_config(tmp_path / "bars.toml"), tmp_path / "bars.h5", progress=False)
     assert res.test_accuracy > 0.9, res
-    from npsim.trajectory import read_trajectory
+    from npsim.io.trajectory import read_trajectory
 
     assert read_trajectory(res.path).attrs["network"].startswith("64 -> Dconv3x3s1p1x4/maxpool2:relu() -> D2:")
     bad = tmp_path / "bad.toml"

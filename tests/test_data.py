@@ -1,4 +1,4 @@
-"""Tests of npsim.data: file formats, search order, preprocessing, epoch order."""
+"""Tests of npsim.io.data (file formats, search order, preprocessing) and of the epoch order."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npsim import data
-from npsim.data import (
+from npsim.experiment.loop import epoch_order
+from npsim.io.data import (
     DataFormatError,
     DataNotFound,
     Dataset,
-    epoch_order,
     find_dataset,
     load_cifar10_dir,
     load_dataset,
@@ -24,6 +23,7 @@ from npsim.data import (
     read_idx,
     search_places,
 )
+from npsim.io.data import locate as data
 
 IDX_CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype(">i2"): 0x0B,
              np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
@@ -363,7 +363,7 @@ def test_epoch_order():
 
 
 def test_bundled_fashion_mnist():
-    root = Path(data.__file__).resolve().parents[1] / "data" / "fashion-mnist"
+    root = data.BUNDLED_ROOT / "fashion-mnist"
     assert root.is_dir(), "bundled data/fashion-mnist missing"
     ds = load_dataset("fashion-mnist", path=root)
     assert ds.n_train == 20000 and ds.n_test == 10000
@@ -375,7 +375,7 @@ def test_bundled_fashion_mnist():
 
 
 def test_validation_split_replaces_the_test_set(tmp_path):
-    from npsim.data import load_dataset
+    from npsim.io.data import load_dataset
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 4)).astype(np.float32)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from npsim.rules import decorrelation_step
+from npsim.learn.rules import decorrelation_step
 
 
 def mean_abs_offdiag_corr(x):

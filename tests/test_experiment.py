@@ -9,12 +9,12 @@ import time
 import h5py
 import numpy as np
 import pytest
-
 from conftest import three_class_npz
+
 from npsim.cli import main
-from npsim.config import load_config
-from npsim.trajectory import read_trajectory
-from npsim.train import resume, run
+from npsim.experiment.config import load_config
+from npsim.experiment.loop import resume, run
+from npsim.io.trajectory import read_trajectory
 
 CONFIG = """
 name = "tiny"
@@ -233,7 +233,7 @@ def test_cli_train_info_plot_compare(tiny, tmp_path, capsys):
 
 def test_frozen_layers_keep_their_initial_weights(tiny, tmp_path):
     """train.freeze: a control run in which only the read-out learns (W, b and R of frozen layers stay)."""
-    from npsim.train import build
+    from npsim.experiment.build import build
 
     cfg = load_config(tiny(epochs=2)).with_overrides({"train.freeze": [0, 1]})
     res = run(cfg, tmp_path / "frozen.h5", progress=False)

@@ -7,10 +7,10 @@ dataset-fashion-mnist package, or NPSIM_DATA. Skips with the reason otherwise.
 import numpy as np
 import pytest
 
-from npsim.config import load_config, models_dir
-from npsim.data import DataNotFound, load_dataset
-from npsim.train import run
-from npsim.trajectory import read_trajectory
+from npsim.experiment.config import load_config, models_dir
+from npsim.experiment.loop import run
+from npsim.io.data import DataNotFound, load_dataset
+from npsim.io.trajectory import read_trajectory
 
 RULES = ["bp", "np", "inp", "anp", "dnp", "dinp", "danp"]
 

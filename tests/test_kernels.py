@@ -2,14 +2,13 @@
 
 import numpy as np
 import pytest
-
 from conftest import mlp
-from npsim import kernels
-from npsim.backend import get_backend
-from npsim.kernels import reference
-from npsim.optim import adam
-from npsim.rules import make_rule
-from npsim.step import train_step, trainable
+
+from npsim.backend import get_backend, kernels
+from npsim.backend.kernels import reference
+from npsim.learn.optim import adam
+from npsim.learn.rules import make_rule
+from npsim.learn.step import train_step, trainable
 
 pytestmark = pytest.mark.skipif(not kernels.use_numba(), reason="Numba kernels disabled (NPSIM_KERNELS=numpy)")
 
@@ -86,7 +85,7 @@ def test_training_steps_equal_with_and_without_kernels(rule, monkeypatch):
     for mode in ("numba", "numpy"):
         monkeypatch.setenv("NPSIM_KERNELS", mode)
         params = net.init(be.stream(0), be)
-        r = make_rule(rule, **({} if rule == "bp" else {"sigma": 1e-2, "samples": 2}))
+        r = make_rule(rule, **({} if rule == "bp" else {"sigma": 1e-2, "perturbations": 2}))
         opt = adam(1e-3)
         st, rng = opt.init(trainable(params)), be.stream(1)
         for _ in range(5):
@@ -98,7 +97,7 @@ def test_training_steps_equal_with_and_without_kernels(rule, monkeypatch):
 
 
 def test_kernels_are_cached():
-    from npsim.kernels import cpu, normal
+    from npsim.backend.kernels import cpu, normal
 
     for f in (cpu.adam_step, cpu.drive_activate, cpu.scale_rows, cpu.decorrelation_finish, cpu.membrane_run,
               normal._fill_nb):

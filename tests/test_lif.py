@@ -5,14 +5,19 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from npsim import kernels
-from npsim.backend import get_backend
-from npsim.kernels import reference
-from npsim.losses import make_loss
-from npsim.network import Dense, Network
-from npsim.nodes import make_node
-from npsim.rules import make_rule
-from npsim.spiking import LIF, LeakyIntegrator, Monitor, Simulation, lif_rate, simulate
+from npsim.backend import get_backend, kernels
+from npsim.backend.kernels import reference
+from npsim.learn.rules import make_rule
+from npsim.model import Dense, Network, make_node
+from npsim.model.losses import make_loss
+from npsim.model.spiking import (
+    LIF,
+    LeakyIntegrator,
+    Monitor,
+    Simulation,
+    lif_rate,
+    simulate,
+)
 
 
 def _rates(node, currents, *, dt, duration_ms):
@@ -199,13 +204,13 @@ def test_danp_trains_a_spiking_net_and_bp_refuses_it(be32):
     params = net.init(rng, be32)
     x = np.abs(rng.normal((240, 12)))
     y = np.argmax(x[:, :3] - x[:, 3:6], axis=1)
-    from npsim.optim import adam
-    from npsim.step import evaluate, fit
+    from npsim.learn.optim import adam
+    from npsim.learn.step import evaluate, fit
 
     before = evaluate(net, params, x, y, rng=be32.stream(9))[1]
     acc = {}
     for frozen in ((), ("layer0/W", "layer0/b", "layer1/W", "layer1/b")):
-        trained, _ = fit(net, make_rule("danp", sigma=0.05, samples=4, decorrelation_lr=1e-3), adam(0.02), params,
+        trained, _ = fit(net, make_rule("danp", sigma=0.05, perturbations=4, decorrelation_lr=1e-3), adam(0.02), params,
                          x, y, backend=be32, seed=1, steps=300, batch_size=60, frozen=frozen)
         acc[frozen] = evaluate(net, trained, x, y, rng=be32.stream(9))[1]
     after, control = acc.values()

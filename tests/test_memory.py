@@ -12,7 +12,7 @@ glibc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc m
 _PROBE = textwrap.dedent("""
     import resource, sys
     import numpy as np
-    from npsim.memory import keep_freed_memory
+    from npsim.backend.memory import keep_freed_memory
 
     on = keep_freed_memory() if sys.argv[1] == "keep" else False
     def cycle():

@@ -2,9 +2,9 @@
 
 import pytest
 
-from npsim.config import load_config, models_dir
-from npsim.data import DATASETS, canonical_name
-from npsim.train import build_network
+from npsim.experiment.build import build_network
+from npsim.experiment.config import load_config, models_dir
+from npsim.io.data import DATASETS, canonical_name
 
 CONFIGS = sorted(p for p in models_dir().glob("*.toml") if not p.name.startswith("sweep"))
 

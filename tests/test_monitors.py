@@ -9,12 +9,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from conftest import held_open
+
 from npsim.analysis import info_text, monitors_text, plot_monitors
 from npsim.cli import main
-from npsim.trajectory import (
-    Monitors,
+from npsim.io.trajectory import (
+    Recordings,
     Series,
     TrajectoryWriter,
     read_monitors,
@@ -108,7 +108,7 @@ def test_round_trip(tmp_path):
     w.finish("finished")
 
     m = read_monitors(path)
-    assert isinstance(m, Monitors) and m.path == str(path)
+    assert isinstance(m, Recordings) and m.path == str(path)
     assert (m.dt, m.steps, m.epoch) == (DT, T, 3) and isinstance(m.steps, int) and isinstance(m.epoch, int)
     assert m.samples.dtype == np.int64 and m.samples.tolist() == SAMPLES.tolist()
     assert list(m.layers) == [0, 2]
@@ -182,7 +182,7 @@ def test_live_reader_sees_monitors(tmp_path):
     w.flush()
     read = textwrap.dedent("""
         import sys
-        from npsim.trajectory import read_trajectory
+        from npsim.io.trajectory import read_trajectory
         t = read_trajectory(sys.argv[1])
         print(t.status, len(t.steps["step"]), sorted(t.monitors.layers), int(t.monitors.layers[0]["spikes"].sum()))
     """)
@@ -316,7 +316,7 @@ def test_plot_voltage_only_and_one_sample(tmp_path):
     w.write_monitors({2: {"v": v, "units": np.arange(4), "node": "li"}}, dt=1.0, steps=T, samples=SAMPLES, epoch=0)
     w.close()
     _check_png(plot_monitors(path, tmp_path / "li.png"))
-    # one sample, no spike at all, a Monitors object
+    # one sample, no spike at all, a Recordings object
     m = read_monitors(path)
     m.layers[2]["spikes"] = np.zeros((S, T, 4), np.uint8)
     m.thresholds[2] = 1.0

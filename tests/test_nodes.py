@@ -1,10 +1,13 @@
 """Node models: values, derivatives against finite differences, noise statistics, errors."""
 
+import warnings
+
 import numpy as np
 import pytest
 
 from npsim.backend import get_backend
-from npsim.nodes import NODE_MODELS, GaussianNoise, make_node
+from npsim.model import NODE_MODELS, GaussianNoise, make_node, make_noise
+from npsim.model.nodes import StochasticBinary
 
 A = np.linspace(-3, 3, 601).reshape(1, -1)
 
@@ -29,7 +32,7 @@ def test_reference_values():
     assert q.tolist() == [[-1, -1, 0, 0, 1, 1]]
 
 
-@pytest.mark.parametrize("name", ["heaviside", "sign", "quantize", "bernoulli"])
+@pytest.mark.parametrize("name", ["heaviside", "sign", "quantize", "stochastic_binary"])
 def test_non_differentiable_declare_it(name):
     node = make_node(name)
     assert not node.differentiable
@@ -37,28 +40,35 @@ def test_non_differentiable_declare_it(name):
         node.grad(A, A)
 
 
-def test_bernoulli_firing_probability():
+def test_stochastic_binary_firing_probability():
     be = get_backend("numpy", "float64")
     rng = be.stream(0)
     a = np.full((200000, 1), 0.7)
-    x = make_node("bernoulli")(a, rng)
+    x = make_node("stochastic_binary")(a, rng)
     assert set(np.unique(x)) == {0.0, 1.0}
     assert abs(x.mean() - 1 / (1 + np.exp(-0.7))) < 0.005
     with pytest.raises(ValueError, match="random stream"):
-        make_node("bernoulli")(a)
+        make_node("stochastic_binary")(a)
+
+
+def test_old_node_name_still_builds_with_a_warning():
+    with pytest.warns(FutureWarning, match="'bernoulli' is now called 'stochastic_binary'"):
+        node = make_node("bernoulli", temperature=2.0)
+    assert node == StochasticBinary(temperature=2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_node("step")  # an alias, not an old name: no warning
 
 
 @pytest.mark.parametrize("kind", ["additive", "multiplicative"])
 def test_gaussian_noise_statistics(kind):
     be = get_backend("numpy", "float64")
-    node = make_node("tanh", noise={"std": 0.2, "kind": kind})
-    assert isinstance(node, GaussianNoise) and node.noisy and node.differentiable
+    noise = make_noise({"std": 0.2, "kind": kind})
+    assert isinstance(noise, GaussianNoise) and noise.kind == kind
     a = np.full((100000, 1), 2.0)
-    noisy = node.activity(a, be.stream(1))
+    noisy = noise(a, be.stream(1))
     expected_std = 0.2 if kind == "additive" else 0.4
     assert abs(noisy.mean() - 2.0) < 0.01 and abs(noisy.std() - expected_std) < 0.01
-    np.testing.assert_allclose(node(noisy), np.tanh(noisy))
-    assert not make_node("heaviside", noise={"std": 0.1}).differentiable
 
 
 def test_float32_preserved():
@@ -68,12 +78,14 @@ def test_float32_preserved():
 
 
 @pytest.mark.parametrize("bad,match", [
-    (lambda: make_node("relux"), "unknown node model 'relux'"),
-    (lambda: make_node("tanh", slope=0.1), "node model 'tanh': unknown parameter"),
-    (lambda: make_node("leaky_relu", slope=2.0), "slope"),
-    (lambda: make_node("quantize", levels=1), "levels"),
-    (lambda: make_node("relu", noise={"std": -1}), "std"),
-    (lambda: make_node("relu", noise={"sd": 1}), "unknown parameter"),
+    (lambda: make_node("relux"), "node model: name must be one of .*leaky_relu.* \\(got 'relux'\\)"),
+    (lambda: make_node("tanh", slope=0.1), "tanh: slope is not a parameter; tanh takes no parameters"),
+    (lambda: make_node("leaky_relu", slope=2.0), "leaky_relu: slope must be less than 1 \\(got 2.0\\)"),
+    (lambda: make_node("leaky_relu", slope=True), "leaky_relu: slope must be a valid number \\(got True\\)"),
+    (lambda: make_node("quantize", levels=1), "quantize: levels must be greater than or equal to 2"),
+    (lambda: make_node("quantize", levels=2.0), "quantize: levels must be a valid integer"),
+    (lambda: make_noise({"std": -1}), "gaussian_noise: std must be greater than or equal to 0"),
+    (lambda: make_noise({"sd": 1}), "gaussian_noise: sd is not a parameter; gaussian_noise takes kind, std"),
 ])
 def test_bad_node_parameters(bad, match):
     with pytest.raises(ValueError, match=match):

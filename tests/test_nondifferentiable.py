@@ -7,14 +7,14 @@ the hidden layers learned.
 """
 
 import numpy as np
-
 from conftest import mlp
+
 from npsim.backend import get_backend
-from npsim.network import param_key
-from npsim.optim import adam
-from npsim.rules import make_rule
-from npsim.step import evaluate, fit
-from npsim.tasks import parity, separable
+from npsim.io.data.synthetic import parity, separable
+from npsim.learn.optim import adam
+from npsim.learn.rules import make_rule
+from npsim.learn.step import evaluate, fit
+from npsim.model.network import param_key
 
 SEEDS = range(5)
 
@@ -25,7 +25,7 @@ def _train(x, y, sizes, seed, steps, frozen_hidden=False, batch_size=None):
     params = net.init(be.stream(seed), be)
     last = net.n_layers - 1
     frozen = tuple(k for k in params if not k.startswith(f"layer{last}/")) if frozen_hidden else ()
-    rule = make_rule("danp", sigma=0.5, samples=4)
+    rule = make_rule("danp", sigma=0.5, perturbations=4)
     params, _ = fit(net, rule, adam(0.01), params, x, y, backend=be, seed=seed, steps=steps,
                     batch_size=batch_size, frozen=frozen)
     if frozen_hidden:  # the control really kept its hidden layers

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from npsim.kernels import normal
-from npsim.kernels.normal import R, standard_normal
+from npsim.backend.kernels import normal
+from npsim.backend.kernels.normal import R, standard_normal
 
 KEYS = [0, 1, 12345, 2**63, 2**64 - 1]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from npsim.backend import BackendUnavailable, get_backend
-from npsim.optim import adam, apply_updates, make_optimizer, sgd
+from npsim.learn.optim import adam, apply_updates, make_optimizer, sgd
 
 
 def test_adam_matches_reference():

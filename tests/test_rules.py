@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-
 from conftest import mlp
-from npsim.losses import make_loss
-from npsim.network import Dense, Network
-from npsim.nodes import make_node
-from npsim.rules import ANP, INP, NP, WP, Decorrelate, alignment, decorrelate, make_rule
-from npsim.tasks import teacher_student
+
+from npsim.io.data.synthetic import teacher_student
+from npsim.learn import alignment
+from npsim.learn.rules import ANP, INP, NP, WP, Decorrelate, decorrelate, make_rule
+from npsim.model import Dense, Network, make_node, make_noise
+from npsim.model.losses import make_loss
 
 
 @pytest.fixture
@@ -45,8 +45,8 @@ def test_stacked_repeats_equal_separate_passes(be64, small):
 @pytest.mark.parametrize("decorrelate", [False, True])
 def test_stacked_pair_equals_clean_then_perturbed_pass(be64, node, noise, decorrelate):
     """forward_pair (one stacked pass) gives the two separate passes' numbers, fused kernel or not."""
-    make = (lambda: make_node(node, noise=noise)) if noise else (lambda: make_node(node))
-    net = Network([Dense(5, 7, make(), decorrelate), Dense(7, 6, make(), decorrelate),
+    act = make_noise(noise) if noise else None
+    net = Network([Dense(5, 7, make_node(node), decorrelate, act), Dense(7, 6, make_node(node), decorrelate, act),
                    Dense(6, 3, make_node("linear"), decorrelate)], make_loss("mse"))
     params = net.init(be64.stream(0), be64)
     if decorrelate:
@@ -78,7 +78,7 @@ def test_more_samples_align_better(be64, small, name, floor):
     with K = 400 its expected cosine is about √(K / (K + 111)) ≈ 0.88 overall, and a layer's
     cosine varies around 0.76-0.86 between seeds, hence its lower floor."""
     net, params, x, y = small
-    cos = [alignment(net, params, y, make_rule(name, sigma=1e-5, samples=k)(net, params, x, y, be64.stream(3)))
+    cos = [alignment(net, params, y, make_rule(name, sigma=1e-5, perturbations=k)(net, params, x, y, be64.stream(3)))
            for k in (1, 400)]
     assert cos[1].mean() > cos[0].mean() and cos[1].min() > floor, cos
 
@@ -94,7 +94,7 @@ def test_inp_noise_is_confined_to_its_layer(be64, small):
         return orig(*a, **kw)
 
     net.forward = spy
-    INP(sigma=1e-3, samples=2)(net, params, x, y, be64.stream(0))
+    INP(sigma=1e-3, perturbations=2)(net, params, x, y, be64.stream(0))
     assert calls == [(0, [False] * 3), (0, [True, False, False]), (1, [False, True, False]), (2, [False, False, True])]
 
 
@@ -113,13 +113,14 @@ def test_decorrelation_composes_with_every_rule(be64):
 
 def test_anp_learns_from_intrinsic_noise_only(be64):
     """With noise='intrinsic' nothing is injected: the only perturbation is the node noise."""
-    layers = [Dense(5, 9, make_node("tanh", noise={"std": 1e-3})), Dense(9, 3, make_node("linear", noise={"std": 1e-3}))]
+    noise = make_noise({"std": 1e-3})
+    layers = [Dense(5, 9, make_node("tanh"), noise=noise), Dense(9, 3, make_node("linear"), noise=noise)]
     net = Network(layers, make_loss("mse"))
     params = net.init(be64.stream(0), be64)
     # the clean pass's own noise is shared by all K noisy samples of a batch row, so its effect
     # averages out over the batch, not over K: a large batch makes the check seed-independent
     x, y = teacher_student(512, (5, 4, 3), seed=0)
-    rule = make_rule("anp", noise="intrinsic", samples=500)
+    rule = make_rule("anp", noise="intrinsic", perturbations=500)
     rule.check(net)
     out = rule(net, params, x, y, be64.stream(1))
     # ANP is not exactly unbiased when noise propagates between layers (the
@@ -127,17 +128,20 @@ def test_anp_learns_from_intrinsic_noise_only(be64):
     # reaches the same alignment on this network
     cos = alignment(net, params, y, out)
     assert cos.min() > 0.85, cos
-    injected = alignment(net, params, y, make_rule("anp", sigma=1e-3, samples=500)(net, params, x, y, be64.stream(1)))
+    injected = alignment(net, params, y, make_rule("anp", sigma=1e-3, perturbations=500)(net, params, x, y, be64.stream(1)))
     assert np.all(np.abs(cos - injected) < 0.1), (cos, injected)
 
 
 @pytest.mark.parametrize("bad,exc,match", [
-    (lambda: make_rule("np", sigma=0), ValueError, "sigma"),
-    (lambda: make_rule("danp", sigma=-1e-3), ValueError, "sigma"),
-    (lambda: make_rule("inp", sigma="big"), TypeError, "sigma"),
-    (lambda: make_rule("np", samples=0), ValueError, "samples"),
-    (lambda: make_rule("npx"), ValueError, "unknown rule 'npx'"),
-    (lambda: make_rule("np", sigmaa=1), ValueError, "unknown parameter"),
+    (lambda: make_rule("np", sigma=0), ValueError, r"np: sigma must be greater than 0 \(got 0\)"),
+    (lambda: make_rule("danp", sigma=-1e-3), ValueError, "anp: sigma must be greater than 0"),
+    (lambda: make_rule("inp", sigma="big"), ValueError, r"inp: sigma must be a valid number \(got 'big'\)"),
+    (lambda: make_rule("np", sigma=float("nan")), ValueError, "np: sigma must be a finite number"),
+    (lambda: make_rule("np", perturbations=0), ValueError, "np: perturbations must be greater than or equal to 1"),
+    (lambda: make_rule("npx"), ValueError, r"rule: name must be one of anp, bp, .* \(got 'npx'\)"),
+    (lambda: make_rule("np", sigmaa=1), ValueError, "np: sigmaa is not a parameter; np takes sigma, perturbations"),
+    (lambda: make_rule("dnp", decorrelation_lr=0), ValueError, "decorrelate: lr must be greater than 0"),
+    (lambda: make_rule("dnp", decorrelation_kappa=2), ValueError, "decorrelate: kappa must be less than or equal"),
     (lambda: make_rule("np", noise="intrinsic"), ValueError, "cannot learn from inaccessible"),
     (lambda: make_rule("dinp", noise="intrinsic"), ValueError, "cannot learn from inaccessible"),
     (lambda: make_rule("anp", noise="ambient"), ValueError, "noise"),
@@ -150,15 +154,15 @@ def test_bad_rule_parameters(bad, exc, match):
 def test_bad_networks(be64):
     with pytest.raises(ValueError, match="layer 1 expects 8 inputs but layer 0 has 7 outputs"):
         Network([Dense(5, 7, make_node("tanh")), Dense(8, 3, make_node("linear"))], make_loss("mse"))
-    with pytest.raises(ValueError, match="n_out must be a positive integer"):
+    with pytest.raises(ValueError, match="Dense: n_out must be greater than or equal to 1"):
         Dense(5, 0, make_node("tanh"))
-    with pytest.raises(TypeError, match="node must be a NodeModel"):
+    with pytest.raises(ValueError, match="Dense: node must be a valid dictionary or instance of NodeModel"):
         Dense(5, 3, "tanh")
     with pytest.raises(ValueError, match="unknown loss"):
         make_loss("hinge")
     with pytest.raises(ValueError, match="no decorrelating layer"):
         make_rule("dnp").check(mlp((4, 3)))
-    with pytest.raises(ValueError, match="needs node models with intrinsic noise"):
+    with pytest.raises(ValueError, match="needs units with intrinsic noise"):
         make_rule("anp", noise="intrinsic").check(mlp((4, 3)))
     net = mlp((4, 3))
     with pytest.raises(ValueError, match="shape"):
@@ -168,15 +172,15 @@ def test_bad_networks(be64):
 
 
 def test_decorrelation_from_a_batch_subsample(be64):
-    """samples = S: the R update uses only S rows of the clean inputs, spread evenly over the batch."""
-    from npsim.rules import decorrelation_step
+    """rows = S: the R update uses only S rows of the clean inputs, spread evenly over the batch."""
+    from npsim.learn.rules import decorrelation_step
 
     net = mlp((5, 7, 3), decorrelate=True)
     params = net.init(be64.stream(0), be64)
     x, y = teacher_student(16, (5, 4, 3), seed=0)
-    out = make_rule("dnp", decorrelation_lr=0.01, decorrelation_samples=4)(net, params, x, y, be64.stream(1))
+    out = make_rule("dnp", decorrelation_lr=0.01, decorrelation_rows=4)(net, params, x, y, be64.stream(1))
     for i in range(2):
         want = decorrelation_step(params[f"layer{i}/R"], out.trace.inputs[i][::4], 0.01)  # rows 0, 4, 8, 12
         np.testing.assert_array_equal(out.assign[f"layer{i}/R"], want)
-    with pytest.raises(ValueError, match="samples"):
-        make_rule("dnp", decorrelation_samples=1)
+    with pytest.raises(ValueError, match="decorrelate: rows must be greater than or equal to 2"):
+        make_rule("dnp", decorrelation_rows=1)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from npsim.cli import main
-from npsim.config import load_config
-from npsim.trajectory import read_monitors, read_trajectory
-from npsim.train import resume, run
+from npsim.experiment.config import load_config
+from npsim.experiment.loop import resume, run
+from npsim.io.trajectory import read_monitors, read_trajectory
 
 SPIKING = """
 name = "tiny-snn"
@@ -31,7 +31,7 @@ max_rate = 400.0
 [rule]
 name = "danp"
 sigma = 0.05
-samples = 4
+perturbations = 4
 decorrelation_lr = 1e-3
 
 [optimizer]

@@ -13,13 +13,13 @@ import time
 import numpy as np
 import psutil
 import pytest
-
 from conftest import three_class_npz
+
 from npsim.analysis import aggregate, load_sweep, sweep_curves, sweep_text
 from npsim.cli import main
-from npsim.sweep import load_sweep_file, read_index, run_name
-from npsim.train import run
-from npsim.trajectory import read_trajectory
+from npsim.experiment.loop import run
+from npsim.experiment.sweep import load_sweep_file, read_index, run_name
+from npsim.io.trajectory import read_trajectory
 
 BASE = """
 name = "tiny"
@@ -114,10 +114,10 @@ n = 2
 random_seed = 7
 [random.params]
 "rule.sigma" = { low = 1e-4, high = 1e-2, log = true }
-"rule.samples" = { choices = [1, 2] }
+"rule.perturbations" = { choices = [1, 2] }
 """
     sw = load_sweep_file(tiny(text))
-    assert sw.keys == ["rule.name", "optimizer.lr", "rule.sigma", "rule.samples"]
+    assert sw.keys == ["rule.name", "optimizer.lr", "rule.sigma", "rule.perturbations"]
     assert len(sw.runs) == 2 * 2 * 2 * 3
     r = sw.runs[0]
     assert r.name.startswith("rule.name=bp,optimizer.lr=0.001,rule.sigma=") and r.name.endswith(",seed=0")

@@ -10,9 +10,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from conftest import held_open
-from npsim.trajectory import (
+
+from npsim.io.trajectory import (
     SCHEMA_VERSION,
     Series,
     TrajectoryError,
@@ -176,7 +176,7 @@ def test_live_read_while_writing(tmp_path):
     w.flush()
     code = textwrap.dedent("""
         import sys
-        from npsim.trajectory import read_trajectory
+        from npsim.io.trajectory import read_trajectory
         t = read_trajectory(sys.argv[1])
         print(t.status, len(t.steps["loss"]), len(t.epochs["epoch"]), float(t.steps["loss"][-1]))
     """)
@@ -328,7 +328,7 @@ def test_resume_refuses_a_live_writer(tmp_path):
         TrajectoryWriter.resume(path)
     code = textwrap.dedent("""
         import sys
-        from npsim.trajectory import TrajectoryWriter, TrajectoryError
+        from npsim.io.trajectory import TrajectoryWriter, TrajectoryError
         try:
             TrajectoryWriter.resume(sys.argv[1])
         except TrajectoryError as e:

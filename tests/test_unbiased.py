@@ -7,11 +7,11 @@ single draw's alignment must follow the analytic law for isotropic noise.
 
 import numpy as np
 import pytest
+from conftest import mlp
 from scipy.special import gammaln
 
-from conftest import mlp
-from npsim.rules import alignment, make_rule
-from npsim.tasks import teacher_student
+from npsim.io.data.synthetic import teacher_student
+from npsim.learn import alignment, make_rule
 
 DRAWS = 2000
 
@@ -27,8 +27,8 @@ def setup(be64):
 @pytest.mark.parametrize("rule,threshold", [("inp", 0.99), ("np", 0.95), ("anp", 0.85)])
 def test_mean_update_aligns_with_bp(be64, setup, rule, threshold):
     net, params, x, y = setup
-    # `samples` stacks DRAWS independent noise draws and averages their updates
-    out = make_rule(rule, sigma=1e-5, samples=DRAWS)(net, params, x, y, be64.stream(2))
+    # `perturbations` stacks DRAWS independent noise draws and averages their updates
+    out = make_rule(rule, sigma=1e-5, perturbations=DRAWS)(net, params, x, y, be64.stream(2))
     cos = alignment(net, params, y, out)
     assert cos.min() >= threshold, cos
 

@@ -1,0 +1,125 @@
+"""From a validated config to the pieces a run needs: data, network, rule and optimizer.
+
+Settings that are each valid but cannot work together (BP on step units, a
+batch larger than the data, a monitor on a non-temporal layer) are refused
+here with :class:`~npsim.errors.IncompatibleSettings`, naming the keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backend import Backend, get_backend
+from ..errors import IncompatibleSettings
+from ..io.data import DATASETS, Dataset, canonical_name, load_dataset
+from ..learn.optim import cosine_decay, make_optimizer
+from ..learn.rules import split_name as split_rule_name
+from ..model.catalog import make_node
+from ..model.layers import Conv2D, Dense
+from ..model.losses import make_loss
+from ..model.network import Network
+from .config import Config, rule_from_config
+
+__all__ = ["Experiment", "build", "build_network"]
+
+
+@dataclass
+class Experiment:
+    """Everything a config builds: the pieces the loop needs."""
+
+    config: Config
+    backend: Backend
+    data: Dataset
+    net: Network
+    rule: object
+    optimizer: object
+    x_train: object = None
+    y_train: object = None
+    x_test: object = None
+    y_test: object = None
+
+def build_network(cfg: Config, n_in: int, n_out: int) -> Network:
+    nc = cfg.network
+    base, dec_rule = split_rule_name(cfg.rule.name)
+    dec = dec_rule if nc.decorrelate is None else nc.decorrelate
+    n_hidden = len(nc.conv) + len(nc.hidden)
+    nodes = nc.node if isinstance(nc.node, list) else [nc.node] * n_hidden
+    hidden_nodes = [make_node(nodes[i], **nc.node_params) for i in range(n_hidden)]
+    layers = []
+    if nc.conv:
+        shape = _input_shape(cfg, n_in)
+        for spec, node in zip(nc.conv, hidden_nodes):
+            layers.append(Conv2D.from_spec(shape, spec, node, decorrelate=dec, noise=nc.noise))
+            shape = layers[-1].out_shape
+        n_in = layers[-1].n_out
+    sizes = [n_in, *nc.hidden, n_out]
+    for i in range(len(sizes) - 1):
+        if i < len(nc.hidden):
+            node, noise = hidden_nodes[len(nc.conv) + i], nc.noise
+        else:  # the output's own noise is what intrinsic-noise learning measures there
+            node, noise = make_node(nc.output, **nc.output_params), nc.noise if cfg.rule.noise == "intrinsic" else None
+        if noise is not None and node.temporal:
+            raise IncompatibleSettings(
+                f"network.noise: the time-stepped node model {node.name!r} takes no activity noise; give it "
+                f"noise with its own 'membrane_noise' parameter (network.node_params)")
+        layers.append(Dense(sizes[i], sizes[i + 1], node, decorrelate=dec, noise=noise))
+    net = Network(layers, make_loss(nc.loss), simulation=nc.simulation)
+    if net.temporal and net.simulation.stochastic_input and cfg.data.normalize != "unit":
+        raise IncompatibleSettings(f"network.simulation.encoding = '{net.simulation.encoding}' reads inputs as spike "
+                                   f"probabilities in [0, 1]; set data.normalize = 'unit'")
+    bad = [i for i in cfg.train.freeze if not 0 <= i < net.n_layers]
+    if bad:
+        raise IncompatibleSettings(f"train.freeze: no layer {bad[0]}; the network has layers 0 to "
+                                   f"{net.n_layers - 1}")
+    mon = cfg.train.monitor
+    if mon is not None and net.temporal:  # simulation and monitor are unused without temporal layers
+        temporal = [i for i, layer in enumerate(net.layers) if layer.node.temporal]
+        bad = [l for l in mon.layers if l not in temporal]
+        if bad:
+            raise IncompatibleSettings(f"train.monitor.layers: {bad} are not temporal layers; temporal layers: "
+                                       f"{temporal}")
+    return net
+
+def _input_shape(cfg: Config, n_in: int) -> tuple[int, int, int]:
+    """(C, H, W) of the input images: network.input_shape, else the data set's known image shape."""
+    shape = cfg.network.input_shape
+    if shape is None:
+        try:
+            known = DATASETS[canonical_name(cfg.data.name)].shape
+        except ValueError:
+            known = None
+        if known is None:
+            raise IncompatibleSettings(f"network.conv needs network.input_shape = [C, H, W] for data "
+                                       f"'{cfg.data.name}'")
+        shape = (1, *known) if len(known) == 2 else known
+    shape = tuple(int(v) for v in shape)
+    if int(np.prod(shape)) != n_in:
+        raise IncompatibleSettings(f"network.input_shape {list(shape)} has {int(np.prod(shape))} values but the "
+                                   f"data have {n_in} features")
+    return shape
+
+def build(cfg: Config, *, data: Dataset | None = None) -> Experiment:
+    """Build data, network, rule and optimizer from a validated config (IncompatibleSettings on bad combinations)."""
+    be = get_backend(cfg.backend, cfg.dtype)
+    ds = data if data is not None else load_dataset(cfg.data.name, cfg.data.path, n_train=cfg.data.n_train,
+                                                    normalize=cfg.data.normalize, validation=cfg.data.validation)
+    net = build_network(cfg, ds.n_features, ds.n_classes)
+    rule = rule_from_config(cfg.rule)
+    rule.check(net)
+    if cfg.train.batch_size > ds.n_train:
+        raise IncompatibleSettings(f"train.batch_size {cfg.train.batch_size} exceeds the {ds.n_train} training "
+                                   f"samples")
+    oc = cfg.optimizer
+    lr = oc.lr
+    if oc.schedule == "cosine":
+        lr = cosine_decay(oc.lr, cfg.train.epochs * (ds.n_train // cfg.train.batch_size), oc.final_lr_fraction)
+    hyper = {"lr": lr, "momentum": oc.momentum} if oc.name == "sgd" else {"lr": lr, "b1": oc.b1, "b2": oc.b2,
+                                                                          "eps": oc.eps}
+    opt = make_optimizer(oc.name, **hyper)
+    ex = Experiment(cfg, be, ds, net, rule, opt)
+    # data go to the backend's device once
+    ex.x_train, ex.y_train = be.asarray(ds.x_train), be.asarray(ds.y_train, dtype=ds.y_train.dtype)
+    ex.x_test, ex.y_test = be.asarray(ds.x_test), be.asarray(ds.y_test, dtype=ds.y_test.dtype)
+    return ex

@@ -1,0 +1,182 @@
+"""Data sets in memory: read a named data set and preprocess it into float32 features and int64 labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import DataError, DataFormatError
+from .formats import load_cifar10_dir, load_idx_dir, load_npz
+from .locate import DATASETS, dataset_label, find_dataset
+
+__all__ = ["Dataset", "load_dataset", "NORMALIZATIONS"]
+
+#: Accepted values of ``load_dataset(normalize=...)``.
+NORMALIZATIONS = ("standard", "unit", "none")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    """A preprocessed classification data set held in memory.
+
+    Attributes
+    ----------
+    name : data set name, e.g. ``"fashion-mnist"``.
+    x_train : (N, D) float32 training inputs, preprocessed (see :func:`load_dataset`).
+    y_train : (N,) int64 class labels in ``[0, n_classes)``.
+    x_test : (M, D) float32 test inputs, preprocessed with the training statistics.
+    y_test : (M,) int64 class labels.
+    n_classes : number of classes.
+    source : where the data were read from (a path, as a string).
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    source: str
+
+    @property
+    def n_features(self) -> int:
+        """Input dimension D (number of columns of ``x_train``)."""
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_train(self) -> int:
+        """Number of training samples N."""
+        return int(self.x_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        """Number of test samples M."""
+        return int(self.x_test.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, n_train={self.n_train}, n_test={self.n_test}, "
+            f"n_features={self.n_features}, n_classes={self.n_classes}, source={self.source!r})"
+        )
+
+
+def _to_float(x: np.ndarray) -> np.ndarray:
+    """(N, ...) -> (N, D) float32; uint8 scaled by 1/255 into [0, 1]."""
+    x2 = np.asarray(x).reshape(x.shape[0], -1)
+    out = x2.astype(np.float32)  # always a fresh C-contiguous copy
+    if x2.dtype == np.uint8:
+        out *= np.float32(1.0 / 255.0)
+    return out
+
+
+def _sum_squares(x: np.ndarray, block: int = 8192) -> float:
+    """Sum of squares of a float32 matrix, accumulated in float64 without a full float64 copy."""
+    s = 0.0
+    for i in range(0, x.shape[0], block):
+        s += float(np.sum(np.square(x[i:i + block], dtype=np.float64)))
+    return s
+
+
+def load_dataset(name: str, path=None, *, n_train: int | None = None, normalize: str = "standard",
+                 validation: int | None = None) -> Dataset:
+    """Find, read and preprocess a data set.
+
+    Preprocessing: inputs are flattened to (N, D) float32; uint8 data are
+    scaled by 1/255 into [0, 1]. Then, by ``normalize``:
+
+    * ``"standard"``: subtract the per-feature mean of the training set and
+      divide by one global scalar, the standard deviation of the centred
+      training set (all entries pooled). Test data get the training
+      statistics. A zero std is replaced by 1.
+    * ``"unit"``: values in [0, 1]: uint8 data as scaled above; other data
+      mapped by the training set's global min and max (a constant training
+      set maps to 0).
+    * ``"none"``: nothing further (uint8 still scaled by 1/255).
+
+    The statistics come from the training samples kept (after ``n_train``).
+
+    Parameters
+    ----------
+    name : data set name or ``.npz`` file name (see :func:`find_dataset`).
+    path : explicit directory or ``.npz`` file.
+    n_train : keep only the first ``n_train`` training samples (all when
+        None). Must not exceed the number available.
+    normalize : ``"standard"``, ``"unit"`` or ``"none"``.
+    validation : hold out the last ``validation`` of the kept training samples
+        and return them as the test set (for tuning without touching the test
+        set); the normalisation statistics come from the rest.
+
+    Returns
+    -------
+    Dataset with x (N, D) float32 and y (N,) int64.
+
+    Raises
+    ------
+    ValueError
+        Unknown name, bad ``normalize``, or ``n_train`` out of range.
+    DataNotFound, DataFormatError
+        No usable copy, or a corrupt file.
+    """
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    kind, location = find_dataset(name, path)
+    label = dataset_label(name, path)
+    if kind == "idx":
+        raw = load_idx_dir(location, name=label)
+    elif kind == "cifar10":
+        raw = load_cifar10_dir(location)
+    else:
+        raw = load_npz(location)
+    x_train, y_train, x_test, y_test = raw
+
+    n_avail = x_train.shape[0]
+    if n_train is not None:
+        if isinstance(n_train, bool) or int(n_train) != n_train or not 1 <= n_train <= n_avail:
+            raise DataError(f"n_train must be an integer in [1, {n_avail}] for {label!r} at {location}, got {n_train!r}")
+        x_train, y_train = x_train[: int(n_train)], y_train[: int(n_train)]
+    source = str(location)
+    if validation is not None:
+        n_kept = x_train.shape[0]
+        if isinstance(validation, bool) or int(validation) != validation or not 1 <= validation < n_kept:
+            raise DataError(f"validation must be an integer in [1, {n_kept - 1}] (training samples kept: "
+                             f"{n_kept}), got {validation!r}")
+        v = int(validation)
+        x_test, y_test = x_train[-v:], y_train[-v:]
+        x_train, y_train = x_train[:-v], y_train[:-v]
+        source += f" (validation: the last {v} training samples stand in for the test set)"
+
+    y_train = np.ascontiguousarray(y_train, dtype=np.int64)
+    y_test = np.ascontiguousarray(y_test, dtype=np.int64)
+    info = DATASETS.get(label)
+    n_classes = info.n_classes if info is not None and info.n_classes is not None else None
+    if n_classes is None:
+        n_classes = int(max(y_train.max(initial=-1), y_test.max(initial=-1))) + 1
+    for split, y in (("train", y_train), ("test", y_test)):
+        if y.size and (y.min() < 0 or y.max() >= n_classes):
+            raise DataFormatError(
+                f"{location}: y_{split} labels span [{y.min()}, {y.max()}], expected [0, {n_classes})"
+            )
+
+    is_uint8 = x_train.dtype == np.uint8
+    xtr = _to_float(x_train)
+    xte = _to_float(x_test)
+    if normalize == "standard":
+        mean = xtr.mean(axis=0, dtype=np.float64).astype(np.float32)
+        xtr -= mean
+        std = float(np.sqrt(_sum_squares(xtr) / max(xtr.size, 1)))
+        std = std if std > 0 else 1.0
+        xtr /= np.float32(std)
+        xte -= mean
+        xte /= np.float32(std)
+    elif normalize == "unit" and not is_uint8:
+        lo, hi = float(xtr.min()), float(xtr.max())
+        scale = hi - lo if hi > lo else 1.0
+        for a in (xtr, xte):
+            a -= np.float32(lo)
+            a /= np.float32(scale)
+
+    return Dataset(
+        name=label, x_train=xtr, y_train=y_train, x_test=xte, y_test=y_test,
+        n_classes=int(n_classes), source=source,
+    )

@@ -1,0 +1,111 @@
+"""Reading trajectory files back into arrays, also while their run still writes them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import NoCheckpoint, TrajectoryCorrupt
+from .access import check_layout, open_read, read_meta, read_slot
+from .monitors import Recordings, read_recordings_in
+from .schema import META_FIELDS, attr_value, datasets_under, h5msg
+
+__all__ = ["Trajectory", "read_trajectory", "read_checkpoint"]
+
+
+@dataclass(repr=False)
+class Trajectory:
+    """A trajectory file read into NumPy arrays.
+
+    Attributes
+    ----------
+    path : the file.
+    attrs : root attributes (configuration, seed, versions, status, ...).
+    steps, epochs : series name -> array of rows (all series of a group have
+        the same number of rows).
+    snapshots : state name -> array of snapshot rows, plus ``"epoch"``.
+    units, descriptions : ``"steps/loss"``-style dataset path -> its ``unit``
+        and ``description`` attributes.
+    monitors : the spike/voltage recordings (:class:`Recordings`), or None if
+        the run has none (or they were not read).
+    """
+
+    path: str
+    attrs: dict
+    steps: dict[str, np.ndarray]
+    epochs: dict[str, np.ndarray]
+    snapshots: dict[str, np.ndarray]
+    units: dict[str, str]
+    descriptions: dict[str, str]
+    monitors: "Recordings | None" = None
+
+    @property
+    def status(self) -> str:
+        """``"running"``, ``"finished"``, ``"failed"`` or ``"interrupted"``."""
+        return str(self.attrs.get("status", "unknown"))
+
+    def __repr__(self) -> str:
+        n = lambda d: next((len(v) for v in d.values()), 0)  # noqa: E731
+        return (
+            f"<Trajectory {self.path!r} status={self.status!r} steps={n(self.steps)} "
+            f"epochs={n(self.epochs)} snapshots={len(self.snapshots.get('epoch', ()))}>"
+        )
+
+def read_trajectory(path, *, snapshots: bool = True, monitors: bool = True) -> Trajectory:
+    """Read a trajectory file, also while its run is still writing it.
+
+    Each group's series are trimmed to the shortest among them, so rows line
+    up even when a live writer had flushed only some of them. ``snapshots``,
+    ``monitors``: whether to read the weight snapshots and the spike/voltage
+    recordings (``Trajectory.monitors``). Every failure (missing file, not
+    HDF5, truncated, not an npsim trajectory, unsupported schema, unreadable
+    data) raises :class:`TrajectoryError`.
+    """
+    path = os.fspath(path)
+    with open_read(path) as f:
+        check_layout(f, path)
+        try:
+            attrs = {k: attr_value(v) for k, v in f.attrs.items()}
+            units, descriptions, groups = {}, {}, {}
+            for group in ("steps", "epochs", "snapshots"):
+                ds = datasets_under(f[group])
+                for name, d in ds.items():
+                    units[f"{group}/{name}"] = str(attr_value(d.attrs.get("unit", "")))
+                    descriptions[f"{group}/{name}"] = str(attr_value(d.attrs.get("description", "")))
+                if group == "snapshots" and not snapshots:
+                    groups[group] = {}
+                    continue
+                n = min((d.shape[0] for d in ds.values()), default=0)
+                groups[group] = {name: d[:n] for name, d in ds.items()}
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise TrajectoryCorrupt(f"{path}: unreadable data, file is corrupt or truncated ({h5msg(e)})") from e
+        mon = read_recordings_in(f, path) if monitors else None
+    return Trajectory(
+        path=path,
+        attrs=attrs,
+        steps=groups["steps"],
+        epochs=groups["epochs"],
+        snapshots=groups["snapshots"],
+        units=units,
+        descriptions=descriptions,
+        monitors=mon,
+    )
+
+def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The last checkpoint of a run: (state arrays, counters). TrajectoryError if there is none."""
+    path = os.fspath(path)
+    with open_read(path) as f:
+        check_layout(f, path)
+        meta = read_meta(f, path)
+        slot = int(meta[0])
+        if slot not in (0, 1):
+            raise NoCheckpoint(f"{path}: no checkpoint (none was written)")
+        try:
+            fields = [str(x) for x in attr_value(f["checkpoint/meta"].attrs["fields"])]
+        except (KeyError, OSError) as e:
+            raise TrajectoryCorrupt(f"{path}: checkpoint/meta has no 'fields' attribute; file is corrupt") from e
+        arrays = read_slot(f, path, slot)
+    user = {name: int(v) for name, v in zip(fields[len(META_FIELDS):], meta[len(META_FIELDS):])}
+    return arrays, user

@@ -1,0 +1,46 @@
+"""What every learning rule is and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ...model.network import Network, Trace
+from ...params import Params
+
+__all__ = ["Rule", "RuleOutput"]
+
+
+@dataclass
+class RuleOutput:
+    """One update direction.
+
+    grads : update direction G per "layerI/W" and "layerI/b" key (an optimizer
+        descends along it; for BP it is the exact gradient).
+    trace : the clean pass of the batch (reused for diagnostics).
+    delta_loss : mean per-sample loss change of the perturbed passes (None for BP).
+    assign : parameters the rule sets directly, not through the optimizer
+        (the decorrelation matrices R), as their new values.
+    """
+
+    grads: dict
+    trace: Trace
+    delta_loss: float | None = None
+    assign: dict = field(default_factory=dict)
+
+
+class Rule(Params):
+    """A learning rule: ``rule(net, params, x, y, rng) -> RuleOutput``.
+
+    Rules hold hyper-parameters only, no state, and see the network only
+    through ``Network.forward``, ``Network.forward_pair`` and
+    ``Network.backward`` (docs/design.md §2).
+    """
+
+    name: ClassVar[str] = "rule"
+
+    def check(self, net: Network) -> None:
+        """Raise :class:`~npsim.errors.IncompatibleSettings` if this rule cannot train ``net``."""
+
+    def __call__(self, net: Network, params: dict, x, y, rng) -> RuleOutput:
+        raise NotImplementedError

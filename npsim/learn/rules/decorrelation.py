@@ -1,0 +1,88 @@
+"""Decorrelation: learn R_l so each layer's input has (nearly) uncorrelated components.
+
+After each step, from the clean pass's decorrelated inputs X (B × n):
+
+    C = XᵀX / B − diag(v),  v = (1 − κ) diag(XᵀX / B) + κ,
+    R ← R − η C R.
+
+κ = 0 removes only the off-diagonal (pure decorrelation, docs/design.md §2); κ > 0
+also pulls each variance towards 1. C R is formed as Xᵀ(X R)/B − v ⊙ R when
+B < n, which costs O(B n²) instead of the O(n³) of forming C first.
+
+``rows = S`` estimates C from S rows spread evenly over the (shuffled)
+batch — for a convolution, over its image patches — only: the update then costs O(S n²) instead of O(B n²). The trade-off: each
+step's estimate of the input covariance is noisier (its variance grows as
+1/S), which the small learning rate η averages out over steps; the expected
+update is unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import Field
+
+from ...backend.kernels import decorrelation_finish
+from ...errors import IncompatibleSettings
+from ...model.network import param_key
+from ...params import PositiveFloat, Probability
+from .base import Rule
+
+__all__ = ["Decorrelate", "decorrelate", "decorrelation_step", "DecorrelationRate", "Kappa", "DecorrelationRows"]
+
+#: η_R, the decorrelation learning rate
+DecorrelationRate = Annotated[PositiveFloat, Field(description="decorrelation learning rate")]
+#: κ in [0, 1]: how strongly the update also pulls input variances to 1
+Kappa = Annotated[Probability, Field(description="variance pull")]
+#: rows of each update's layer inputs that estimate C (None: all)
+DecorrelationRows = Annotated[int, Field(ge=2, description="rows per decorrelation update")]
+
+
+def decorrelation_step(R, X, lr: float, kappa: float = 0.0):
+    """One update R − η C R for inputs X (B, n) already decorrelated by R (n, n); returns the new R."""
+    B, n = X.shape
+    var = (X * X).sum(axis=0) / B
+    v = (1 - kappa) * var + kappa
+    # C R · B = Xᵀ X R − B v ⊙ R; the cheaper association of Xᵀ X R first
+    CR = X.T @ (X @ R) if B < n else (X.T @ X) @ R
+    return decorrelation_finish(CR, R, v.astype(R.dtype, copy=False), B, lr)
+
+
+class Decorrelate(Rule):
+    """Wrap any rule so that every decorrelating layer's R is learned alongside.
+
+    ``decorrelate(anp())`` is DANP. The R update uses the clean pass's inputs
+    and is returned in ``RuleOutput.assign`` (applied before the optimizer's
+    weight step).
+    """
+
+    inner: Rule
+    lr: DecorrelationRate = 1e-3
+    kappa: Kappa = 0.0
+    rows: DecorrelationRows | None = None
+    component: ClassVar[str] = "decorrelate"
+
+    @property
+    def name(self):  # type: ignore[override]
+        return "d" + self.inner.name
+
+    def check(self, net):
+        if not net.decorrelated:
+            raise IncompatibleSettings(f"{self.name}: the network has no decorrelating layer (set decorrelate on "
+                                       f"its layers)")
+        self.inner.check(net)
+
+    def __call__(self, net, params, x, y, rng):
+        out = self.inner(net, params, x, y, rng)
+        for i in net.decorrelated:
+            k = param_key(i, "R")
+            X = net.layers[i].decorrelation_rows(out.trace.inputs[i])
+            if self.rows is not None and X.shape[0] > self.rows:
+                X = X[:: X.shape[0] // self.rows][: self.rows]  # spread over the batch (and image positions)
+            out.assign[k] = decorrelation_step(params[k], X, self.lr, self.kappa)
+        return out
+
+
+def decorrelate(rule: Rule, lr: float = 1e-3, kappa: float = 0.0, rows: int | None = None) -> Decorrelate:
+    """The decorrelated variant of ``rule`` (D-prefix: DNP, DINP, DANP, DBP)."""
+    return Decorrelate(rule, lr, kappa, rows)

@@ -1,0 +1,38 @@
+"""WP: weight perturbation, the classic baseline that perturbs parameters directly."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ...model.network import param_key
+from .base import RuleOutput
+from .perturbation import Perturbation
+
+__all__ = ["WP"]
+
+
+class WP(Perturbation):
+    """G = (δL / σ²) ξ with ξ ~ N(0, σ²) on every W and b, δL the batch-mean loss change.
+
+    Averaged over K perturbations; passes 1 + K (each a full pass, since every layer changes).
+    """
+
+    name: ClassVar[str] = "wp"
+
+    def __call__(self, net, params, x, y, rng):
+        clean = net.forward(params, x, y, rng=rng)
+        keys = [param_key(i, n) for i in range(net.n_layers) for n in ("W", "b")]
+        grads = {k: None for k in keys}
+        dls = []
+        for _ in range(self.perturbations):
+            xi = {k: rng.normal(params[k].shape, scale=self.sigma) for k in keys}
+            perturbed = dict(params)
+            for k in keys:
+                perturbed[k] = params[k] + xi[k]
+            noisy = net.forward(perturbed, x, y, rng=rng)
+            dl = (noisy.loss - clean.loss).mean()
+            dls.append(float(dl))
+            for k in keys:
+                g = xi[k] * (dl / (self.sigma**2 * self.perturbations))
+                grads[k] = g if grads[k] is None else grads[k] + g
+        return RuleOutput(grads, clean, sum(dls) / len(dls))

@@ -73,7 +73,7 @@ class _ParamsMeta(type(BaseModel)):
 
     def __call__(cls, *args: Any, **kwargs: Any):
         if args:
-            names = list(cls.model_fields)
+            names = list(cls.positional or cls.model_fields)
             if len(args) > len(names):
                 raise TypeError(f"{cls._component()}() takes at most {len(names)} positional arguments "
                                 f"({', '.join(names)}), got {len(args)}")
@@ -90,12 +90,14 @@ class _ParamsMeta(type(BaseModel)):
 class Params(BaseModel, metaclass=_ParamsMeta):
     """Base of every component's parameter set: frozen, no unknown keys, no coercion.
 
-    Fields may be given by keyword or, in field order, by position
-    (``Dense(784, 256, node)``). ``component`` names the component in errors.
+    Fields may be given by keyword or by position (``Dense(784, 256, node)``),
+    in field order or in the order ``positional`` names. ``component`` names
+    the component in errors.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, arbitrary_types_allowed=True)
     component: ClassVar[str] = ""
+    positional: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def _component(cls) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from ..backend import Backend, get_backend
 from ..errors import IncompatibleSettings
 from ..io.data import DATASETS, Dataset, canonical_name, load_dataset
-from ..learn.optim import cosine_decay, make_optimizer
+from ..learn.optim import OPTIMIZER_SETTINGS, cosine_decay, make_optimizer
 from ..learn.rules import split_name as split_rule_name
 from ..model.catalog import make_node
 from ..model.layers import Conv2D, Dense
@@ -115,9 +115,8 @@ def build(cfg: Config, *, data: Dataset | None = None) -> Experiment:
     lr = oc.lr
     if oc.schedule == "cosine":
         lr = cosine_decay(oc.lr, cfg.train.epochs * (ds.n_train // cfg.train.batch_size), oc.final_lr_fraction)
-    hyper = {"lr": lr, "momentum": oc.momentum} if oc.name == "sgd" else {"lr": lr, "b1": oc.b1, "b2": oc.b2,
-                                                                          "eps": oc.eps}
-    opt = make_optimizer(oc.name, **hyper)
+    settings = OPTIMIZER_SETTINGS[oc.name]  # the optimizer's own settings, read off the [optimizer] table
+    opt = make_optimizer(oc.name, lr=lr, **{k: getattr(oc, k) for k in settings.model_fields if hasattr(oc, k)})
     ex = Experiment(cfg, be, ds, net, rule, opt)
     # data go to the backend's device once
     ex.x_train, ex.y_train = be.asarray(ds.x_train), be.asarray(ds.y_train, dtype=ds.y_train.dtype)

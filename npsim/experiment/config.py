@@ -208,11 +208,16 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        errs = exc.errors()
-        more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
-        raise ConfigError(format_error(errs[0], source) + more) from None
+        raise ConfigError(validation_message(exc, source)) from None
     _check_components(cfg, source)
     return cfg
+
+
+def validation_message(exc: ValidationError, source: str) -> str:
+    """The first problem of a config or sweep file, and how many more there are, on one line."""
+    errs = exc.errors()
+    more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
+    return format_error(errs[0], source) + more
 
 
 #: old key -> new key (accepted with a FutureWarning for one release)

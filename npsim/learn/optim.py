@@ -27,7 +27,7 @@ from ..params import (
 from ..registry import Registry
 
 __all__ = ["Optimizer", "sgd", "adam", "apply_updates", "make_optimizer", "constant", "cosine_decay", "SCHEDULES",
-           "OPTIMIZERS", "LearningRate", "Beta", "Momentum", "AdamSettings", "SGDSettings"]
+           "OPTIMIZERS", "OPTIMIZER_SETTINGS", "LearningRate", "Beta", "Momentum", "AdamSettings", "SGDSettings"]
 
 #: a learning rate: a finite number > 0
 LearningRate = PositiveFloat
@@ -210,6 +210,9 @@ def apply_updates(params: dict, updates: dict) -> dict:
 
 
 OPTIMIZERS: Registry[Callable[..., Optimizer]] = Registry("optimizer", {"sgd": sgd, "adam": adam})
+
+#: optimizer name -> its settings besides the learning rate
+OPTIMIZER_SETTINGS: dict[str, type[Params]] = {"sgd": SGDSettings, "adam": AdamSettings}
 
 
 def make_optimizer(name: str, **hyper) -> Optimizer:

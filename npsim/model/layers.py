@@ -155,7 +155,7 @@ class ConvSpec(Params):
     component: ClassVar[str] = "conv"
 
 
-class Conv2D(Layer):
+class Conv2D(ConvSpec, Layer):
     """A 2-D convolution (cross-correlation) with optional pooling.
 
     in_shape : (C, H, W) of the input image.
@@ -170,16 +170,11 @@ class Conv2D(Layer):
     """
 
     in_shape: tuple[PositiveInt, PositiveInt, PositiveInt]
-    channels: PositiveInt
-    kernel: PositiveInt
     node: NodeModel
-    stride: PositiveInt = 1
-    padding: NonNegativeInt = 0
-    pool: PositiveInt = 1
-    pooling: Literal["max", "avg"] = "max"
     decorrelate: bool = False
     noise: ActivityNoise | None = None
     component: ClassVar[str] = "Conv2D"
+    positional: ClassVar[tuple[str, ...]] = ("in_shape", "channels", "kernel", "node")
 
     @field_validator("in_shape", mode="before")
     @classmethod
@@ -190,8 +185,7 @@ class Conv2D(Layer):
     def from_spec(cls, in_shape, spec: ConvSpec, node: NodeModel, *, decorrelate: bool = False,
                   noise: ActivityNoise | None = None) -> "Conv2D":
         """The layer of geometry ``spec`` on images of ``in_shape``."""
-        return cls(in_shape=tuple(in_shape), node=node, decorrelate=decorrelate, noise=noise,
-                   **{k: getattr(spec, k) for k in ConvSpec.model_fields})
+        return cls(in_shape=tuple(in_shape), node=node, decorrelate=decorrelate, noise=noise, **dict(spec))
 
     @model_validator(mode="after")
     def _fits(self):

@@ -24,7 +24,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ...errors import ConfigError, SweepError
 from ...io.sweep_index import INDEX_NAME
-from ..config import PATH_KEYS, Config, Strict, format_error, load_config
+from ..config import PATH_KEYS, Config, Strict, load_config, validation_message
 
 __all__ = ["Sweep", "RunSpec", "load_sweep_file", "run_name", "spec_toml", "SPEC_NAME", "MAX_NAME"]
 
@@ -256,9 +256,7 @@ def load_sweep_file(path, *, out=None) -> Sweep:
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:
-        errs = exc.errors()
-        more = f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
-        raise SweepError(format_error(errs[0], src) + more) from None
+        raise SweepError(validation_message(exc, src)) from None
 
     grid = _resolve_paths(spec.grid, here)
     fixed = _resolve_paths(spec.fixed, here)

@@ -62,6 +62,7 @@ from .access import (
     read_meta,
     read_slot,
 )
+from .layout import Layout
 from .monitors import check_monitors, write_monitors_group
 from .recover import (
     FLAG_SWMR_WRITE,
@@ -72,25 +73,17 @@ from .recover import (
 )
 from .schema import (
     CHUNK_ROWS,
-    EPOCH_CHUNK_ROWS,
     FINAL_STATUSES,
-    GROUP_DESCRIPTIONS,
     LIBVER,
     MAX_BUFFERED_ROWS,
     META_FIELDS,
-    SCHEMA_VERSION,
-    SNAPSHOT_CHUNK_ROWS,
     Series,
     as_state_array,
     attr_value,
     check_attrs,
     check_names,
-    check_series,
-    check_state,
-    create_rows,
     datasets_under,
     h5msg,
-    npsim_version,
     timestamp,
 )
 
@@ -142,28 +135,8 @@ class TrajectoryWriter:
         overwrite : replace an existing file instead of raising FileExistsError.
         """
         path = os.fspath(path)
-        user_attrs = check_attrs(attrs, "attrs")
-        step_series = check_series(steps, "steps")
-        epoch_series = check_series(epochs, "epochs")
-        state_spec = check_state(state)
-        snapshot_names = list(snapshot_names)
-        for name in snapshot_names:
-            if name not in state_spec:
-                raise ValueError(f"snapshot name {name!r} is not a state array")
-            if name == "epoch":
-                raise ValueError("a state array named 'epoch' cannot be snapshotted (/snapshots/epoch holds the epochs)")
-            if int(np.prod(state_spec[name][0])) == 0:
-                raise ValueError(f"snapshot {name!r}: the state array is empty")
-        if len(set(snapshot_names)) != len(snapshot_names):
-            raise ValueError("snapshot_names has duplicates")
-        meta_names = list(meta_names)
-        for name in meta_names:
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"meta name {name!r} must be a non-empty str")
-            if name in META_FIELDS:
-                raise ValueError(f"meta name {name!r} is reserved")
-        if len(set(meta_names)) != len(meta_names):
-            raise ValueError("meta_names has duplicates")
+        layout = Layout.of(attrs=attrs, steps=steps, epochs=epochs, state=state, snapshot_names=snapshot_names,
+                           meta_names=meta_names)
 
         if os.path.lexists(path):
             if not overwrite:
@@ -174,66 +147,7 @@ class TrajectoryWriter:
 
         f = h5py.File(path, "x", libver=LIBVER)
         try:
-            root = f.attrs
-            root["schema_version"] = np.int64(SCHEMA_VERSION)
-            root["npsim_version"] = npsim_version()
-            root["created"] = timestamp()
-            root["status"] = "running"
-            root["resumed_count"] = np.int64(0)
-            root["writer_pid"] = np.int64(os.getpid())
-            root["writer_host"] = socket.gethostname()
-            for k, v in user_attrs.items():
-                root[k] = v
-
-            for group in ("steps", "epochs", "snapshots", "checkpoint"):
-                g = f.create_group(group)
-                g.attrs["description"] = GROUP_DESCRIPTIONS[group]
-            for group, series in (("steps", step_series), ("epochs", epoch_series)):
-                for name, s in series.items():
-                    create_rows(
-                        f[group], name, s.shape, s.dtype, CHUNK_ROWS[group], s.unit, s.description
-                    )
-            for name in snapshot_names:
-                shape, dtype = state_spec[name]
-                create_rows(
-                    f["snapshots"],
-                    name,
-                    shape,
-                    dtype,
-                    SNAPSHOT_CHUNK_ROWS,
-                    "",
-                    f"snapshot of state array '{name}', one row per snapshot (epoch in snapshots/epoch)",
-                )
-            create_rows(
-                f["snapshots"],
-                "epoch",
-                (),
-                "int64",
-                EPOCH_CHUNK_ROWS,
-                "epoch",
-                "epoch at which each snapshot row was taken",
-            )
-            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # checkpoints only overwrite
-            for slot in (0, 1):
-                g = f["checkpoint"].create_group(f"slot{slot}")
-                g.attrs["description"] = f"checkpoint slot {slot}: every state array of the run"
-                for name, (shape, dtype) in state_spec.items():
-                    d = g.create_dataset(name, shape=shape, dtype=dtype, dcpl=dcpl)
-                    d.attrs["unit"] = ""
-                    d.attrs["description"] = (
-                        f"state array '{name}' in checkpoint slot {slot}; valid if checkpoint/meta[0] == {slot}"
-                    )
-            fields = list(META_FIELDS) + meta_names
-            d = f["checkpoint"].create_dataset(
-                "meta", data=np.array([-1] + [0] * (len(fields) - 1), dtype=np.int64)
-            )
-            d.attrs["fields"] = np.array(fields, dtype=h5py.string_dtype())
-            d.attrs["unit"] = ""
-            d.attrs["description"] = (
-                "checkpoint bookkeeping, fields named in attribute 'fields': active_slot "
-                "(-1: no checkpoint yet), step_rows, epoch_rows, snapshot_rows, then the run's counters"
-            )
+            layout.write(f)
             f.flush()
             f.swmr_mode = True
         except BaseException:

@@ -17,6 +17,7 @@ is reported with the key.
 
 from __future__ import annotations
 
+import importlib.resources
 import tomllib
 import warnings
 from pathlib import Path
@@ -342,8 +343,8 @@ def apply_overrides(cfg: Config, items: list[str]) -> Config:
 
 
 def models_dir() -> Path:
-    """The folder of shipped experiment configs (``models/`` beside the package)."""
-    return Path(__file__).resolve().parents[2] / "models"
+    """The folder of the experiment configs shipped inside the package (``npsim/models``; ``models/`` in a checkout)."""
+    return Path(str(importlib.resources.files("npsim") / "models"))
 
 
 DEFAULT_CONFIG = "default.toml"

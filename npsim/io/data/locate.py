@@ -9,12 +9,14 @@
    ``NPSIM_DATA`` (several may be given, separated by ``os.pathsep``);
 3. for Fashion-MNIST only, the Debian package ``dataset-fashion-mnist``
    (``/usr/share/datasets/fashion-mnist``);
-4. the bundled copy, ``<repository>/data/<name>``, then ``./data/<name>``
-   relative to the working directory.
+4. the copy shipped with npsim, ``<package>/data/<name>`` (only a subset of
+   Fashion-MNIST is shipped), then ``./data/<name>`` relative to the working
+   directory.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +33,8 @@ ENV_VAR = "NPSIM_DATA"
 #: Where Debian's ``dataset-fashion-mnist`` package installs the gzipped IDX files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
-#: The bundled data folder of a source checkout (``<repository>/data``).
-BUNDLED_ROOT = Path(__file__).resolve().parents[3] / "data"
+#: The data subset shipped inside the package (``npsim/data``; ``data/`` in a checkout).
+BUNDLED_ROOT = Path(str(importlib.resources.files("npsim") / "data"))
 
 
 @dataclass(frozen=True)

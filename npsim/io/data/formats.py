@@ -21,7 +21,8 @@ import numpy as np
 
 from ...errors import DataFormatError, DataNotFound
 
-__all__ = ["RawSplits", "read_idx", "load_idx_dir", "load_cifar10_dir", "load_npz", "idx_missing", "cifar_dir"]
+__all__ = ["RawSplits", "read_idx", "load_idx_dir", "load_cifar10_dir", "load_npz", "idx_missing", "cifar_dir",
+           "check_inputs", "check_integer_labels", "data_files"]
 
 
 class RawSplits(NamedTuple):
@@ -61,6 +62,96 @@ _IDX_TYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
+
+
+# --------------------------------------------------------------------------
+# content checks (the readers call them; docs/design.md §8)
+# --------------------------------------------------------------------------
+
+#: Elements examined at a time by :func:`check_inputs` (bounds its temporary arrays).
+_CHECK_BLOCK = 1 << 22
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_inputs(x: np.ndarray, path, key: str) -> None:
+    """Refuse an input array ``x`` (N, ...) that is empty or holds values that are not finite float32 numbers.
+
+    Integer and boolean arrays are always finite; float arrays are scanned a
+    block of samples at a time (no float64 copy). Values of a wider float type
+    beyond the float32 range, which become infinite when the data are cast to
+    float32, are refused too.
+
+    Raises
+    ------
+    DataFormatError
+        Naming ``path``, ``key`` and the first bad sample.
+    """
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise DataFormatError(f"{path}: {key} holds no samples (shape {x.shape})")
+    if x.size == 0:
+        raise DataFormatError(f"{path}: {key} samples hold no values (shape {x.shape})")
+    if x.dtype.kind != "f":
+        return
+    n = x.shape[0]
+    per = max(1, int(np.prod(x.shape[1:], dtype=np.int64)))
+    rows = max(1, _CHECK_BLOCK // per)
+    wide = x.dtype.itemsize > 4
+    for i in range(0, n, rows):
+        blk = x[i:i + rows]
+        bad = ~np.isfinite(blk)
+        if wide:
+            with np.errstate(invalid="ignore"):
+                bad |= np.abs(blk) > _FLOAT32_MAX
+        if bad.any():
+            where = np.unravel_index(int(np.argmax(bad)), blk.shape)
+            sample = i + int(where[0])
+            value = blk[where]
+            what = (f"a non-finite value ({value})" if not np.isfinite(value)
+                    else f"the value {value:g}, beyond the float32 range")
+            at = f" (index {(sample, *map(int, where[1:]))})" if x.ndim > 1 else ""
+            raise DataFormatError(f"{path}: {key} holds {what} at sample {sample}{at}; inputs must be finite numbers")
+
+
+def check_integer_labels(y: np.ndarray, path, key: str) -> np.ndarray:
+    """``y`` as int64 class labels; refuse labels that are not whole numbers (DataFormatError naming ``path``).
+
+    Integer labels pass (unsigned ones must fit int64); float labels must be
+    finite and integral. Range checks against the number of classes are
+    :func:`~npsim.io.data.load_dataset`'s.
+    """
+    if y.dtype.kind in "iu":
+        if y.dtype.kind == "u" and y.size and int(y.max()) > np.iinfo(np.int64).max:
+            i = int(np.argmax(y > np.iinfo(np.int64).max))
+            raise DataFormatError(f"{path}: {key} holds the label {int(y[i])} at index {i}; labels must be class "
+                                  f"indices 0..K-1")
+        return y.astype(np.int64)
+    if y.dtype.kind != "f":
+        raise DataFormatError(f"{path}: {key} must hold integer class labels, got dtype {y.dtype}")
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(y) | (y != np.round(y)) | (np.abs(y) >= 2.0 ** 62)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataFormatError(f"{path}: {key} must hold integer class labels, but index {i} holds {y[i]!r}")
+    return y.astype(np.int64)
+
+
+def data_files(kind: str, location) -> dict[str, Path]:
+    """The file each array of a data set at ``location`` comes from, for error messages.
+
+    kind : ``"idx"``, ``"cifar10"`` or ``"npz"`` (as :func:`~npsim.io.data.find_dataset` returns).
+    Returns ``{"x_train": path, "y_train": ..., "x_test": ..., "y_test": ...}``
+    (a CIFAR-10 training array names the folder of its five batches).
+    """
+    location = Path(location)
+    if kind == "idx":
+        parts = {"x_train": "train_images", "y_train": "train_labels", "x_test": "test_images",
+                 "y_test": "test_labels"}
+        return {k: _find_idx_file(location, part) or location for k, part in parts.items()}
+    if kind == "cifar10":
+        d = cifar_dir(location) or location
+        return {"x_train": d, "y_train": d, "x_test": d / "test_batch", "y_test": d / "test_batch"}
+    return dict.fromkeys(RawSplits._fields, location)
 
 
 # --------------------------------------------------------------------------
@@ -179,8 +270,9 @@ def load_idx_dir(directory, *, name: str = "idx") -> RawSplits:
     DataNotFound
         A file is missing.
     DataFormatError
-        A file is unreadable, labels are not 1-D, image and label counts
-        disagree, or train and test images differ in shape.
+        A file is unreadable, labels are not 1-D or not whole numbers, image
+        and label counts disagree, a split holds no images, images hold NaN
+        or infinite values, or train and test images differ in shape.
     """
     directory = Path(directory)
     missing = idx_missing(directory)
@@ -198,6 +290,9 @@ def load_idx_dir(directory, *, name: str = "idx") -> RawSplits:
             raise DataFormatError(
                 f"{xf} holds {xi.shape[0]} images but {yf} holds {yi.shape[0]} labels"
             )
+        check_inputs(xi, xf, f"x_{split}")
+        if yi.dtype.kind not in "iu":
+            arrays[f"{split}_labels"] = check_integer_labels(yi, yf, f"y_{split}")
     if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
         raise DataFormatError(
             f"{directory}: train images have shape {arrays['train_images'].shape[1:]} "
@@ -270,6 +365,8 @@ def load_cifar10_dir(directory) -> RawSplits:
     x_train = np.concatenate([p[0] for p in parts[:5]])
     y_train = np.concatenate([p[1] for p in parts[:5]])
     x_test, y_test = parts[5]
+    check_inputs(x_train, d, "x_train")
+    check_inputs(x_test, d / "test_batch", "x_test")
     return RawSplits(x_train, y_train, x_test, y_test)
 
 
@@ -289,7 +386,10 @@ def load_npz(path) -> RawSplits:
     Raises
     ------
     DataFormatError
-        Not a readable npz, a key is missing, or shapes disagree.
+        Not a readable npz, a key is missing, shapes disagree, an ``x_*``
+        array is not numeric (strings, objects, complex numbers) or holds
+        NaN or infinite values, a split holds no samples, or labels are not
+        whole numbers.
     """
     path = Path(path)
     try:
@@ -297,7 +397,13 @@ def load_npz(path) -> RawSplits:
             missing = [k for k in RawSplits._fields if k not in z.files]
             if missing:
                 raise DataFormatError(f"{path}: missing array(s) {', '.join(missing)} (has: {', '.join(z.files)})")
-            arrs = {k: z[k] for k in RawSplits._fields}
+            arrs = {}
+            for k in RawSplits._fields:
+                try:
+                    arrs[k] = z[k]
+                except ValueError as e:  # e.g. an object array, which would need pickle
+                    raise DataFormatError(f"{path}: {k} cannot be read without pickle, or is corrupt ({e}); "
+                                          f"save numeric arrays") from e
     except DataFormatError:
         raise
     except FileNotFoundError:
@@ -308,12 +414,12 @@ def load_npz(path) -> RawSplits:
         x, y = arrs[f"x_{split}"], arrs[f"y_{split}"]
         if x.ndim < 1 or y.ndim != 1:
             raise DataFormatError(f"{path}: x_{split} must be (N, ...) and y_{split} (N,), got {x.shape} and {y.shape}")
+        if x.dtype.kind not in "biuf":
+            raise DataFormatError(f"{path}: x_{split} must hold numbers (bool, integer or float), got dtype {x.dtype}")
         if x.shape[0] != y.shape[0]:
             raise DataFormatError(f"{path}: x_{split} has {x.shape[0]} samples but y_{split} has {y.shape[0]} labels")
-        if not np.issubdtype(y.dtype, np.integer):
-            if not (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
-                raise DataFormatError(f"{path}: y_{split} must hold integer class labels, got dtype {y.dtype}")
-        arrs[f"y_{split}"] = y.astype(np.int64)
+        check_inputs(x, path, f"x_{split}")
+        arrs[f"y_{split}"] = check_integer_labels(y, path, f"y_{split}")
     if arrs["x_train"].shape[1:] != arrs["x_test"].shape[1:]:
         raise DataFormatError(
             f"{path}: x_train samples have shape {arrs['x_train'].shape[1:]} but x_test {arrs['x_test'].shape[1:]}"

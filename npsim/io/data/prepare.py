@@ -7,13 +7,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import DataError, DataFormatError
-from .formats import load_cifar10_dir, load_idx_dir, load_npz
+from .formats import RawSplits, data_files, load_cifar10_dir, load_idx_dir, load_npz
 from .locate import DATASETS, dataset_label, find_dataset
 
-__all__ = ["Dataset", "load_dataset", "NORMALIZATIONS"]
+__all__ = ["Dataset", "load_dataset", "NORMALIZATIONS", "MAX_CLASSES"]
 
 #: Accepted values of ``load_dataset(normalize=...)``.
 NORMALIZATIONS = ("standard", "unit", "none")
+
+#: Most classes a data set without a declared class count may have (one network output per class).
+MAX_CLASSES = 100_000
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -78,6 +81,42 @@ def _sum_squares(x: np.ndarray, block: int = 8192) -> float:
     return s
 
 
+def _class_count(raw: RawSplits, files: dict, label: str, declared: int | None) -> int:
+    """The number of classes, after checking every label of the file against it (DataFormatError naming the file).
+
+    ``declared`` is the data set's known class count; without one it is one
+    more than the largest training label, and the test labels must lie
+    within it (the network has no output for a class the training set lacks).
+    """
+    for split in ("train", "test"):
+        y = getattr(raw, f"y_{split}")
+        if y.size and y.min() < 0:
+            i = int(np.argmax(y < 0))
+            raise DataFormatError(f"{files[f'y_{split}']}: y_{split} holds the negative label {int(y[i])} at index "
+                                  f"{i}; labels must be class indices 0..K-1")
+    y_train, y_test = raw.y_train, raw.y_test
+    if declared is not None:
+        for split, y in (("train", y_train), ("test", y_test)):
+            if y.size and y.max() >= declared:
+                i = int(np.argmax(y >= declared))
+                raise DataFormatError(f"{files[f'y_{split}']}: y_{split} holds the label {int(y[i])} at index {i}, "
+                                      f"but {label} has {declared} classes (labels 0..{declared - 1})")
+        return int(declared)
+    top = int(y_train.max())
+    n = top + 1
+    if n > MAX_CLASSES or n > y_train.size:
+        why = (f"more than the {MAX_CLASSES} npsim allows" if n > MAX_CLASSES
+               else f"more than the {y_train.size} training samples, so some classes have none")
+        raise DataFormatError(f"{files['y_train']}: y_train labels go up to {top}, which would make {n} classes "
+                              f"(network outputs), {why}; labels must be class indices 0..K-1")
+    if y_test.size and y_test.max() >= n:
+        i = int(np.argmax(y_test >= n))
+        raise DataFormatError(f"{files['y_test']}: y_test holds the label {int(y_test[i])} at index {i}, but the "
+                              f"training labels only go up to {top} (classes 0..{top}); the network would have no "
+                              f"output for it")
+    return n
+
+
 def load_dataset(name: str, path=None, *, n_train: int | None = None, normalize: str = "standard",
                  validation: int | None = None) -> Dataset:
     """Find, read and preprocess a data set.
@@ -95,6 +134,14 @@ def load_dataset(name: str, path=None, *, n_train: int | None = None, normalize:
     * ``"none"``: nothing further (uint8 still scaled by 1/255).
 
     The statistics come from the training samples kept (after ``n_train``).
+
+    The whole file is checked once, here, before any training: both splits
+    must hold samples, inputs must be finite (and within float32's range),
+    labels must be whole numbers in ``[0, n_classes)``. ``n_classes`` is the
+    data set's known class count, or, for a data set without one (an
+    ``.npz``), one more than the largest *training* label (at most
+    :data:`MAX_CLASSES`, and no more than the training samples); a test label
+    beyond it is refused, since the network would have no output for it.
 
     Parameters
     ----------
@@ -116,7 +163,8 @@ def load_dataset(name: str, path=None, *, n_train: int | None = None, normalize:
     ValueError
         Unknown name, bad ``normalize``, or ``n_train`` out of range.
     DataNotFound, DataFormatError
-        No usable copy, or a corrupt file.
+        No usable copy, or a corrupt file or one whose content cannot be
+        trained on (see above); the message names the file.
     """
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
@@ -128,6 +176,11 @@ def load_dataset(name: str, path=None, *, n_train: int | None = None, normalize:
         raw = load_cifar10_dir(location)
     else:
         raw = load_npz(location)
+    # the readers refused empty splits and non-finite inputs; the labels are checked against the class count
+    # of the whole file here, before n_train or validation take a part of it
+    info = DATASETS.get(label)
+    n_classes = _class_count(raw, data_files(kind, location), label,
+                             info.n_classes if info is not None else None)
     x_train, y_train, x_test, y_test = raw
 
     n_avail = x_train.shape[0]
@@ -148,15 +201,6 @@ def load_dataset(name: str, path=None, *, n_train: int | None = None, normalize:
 
     y_train = np.ascontiguousarray(y_train, dtype=np.int64)
     y_test = np.ascontiguousarray(y_test, dtype=np.int64)
-    info = DATASETS.get(label)
-    n_classes = info.n_classes if info is not None and info.n_classes is not None else None
-    if n_classes is None:
-        n_classes = int(max(y_train.max(initial=-1), y_test.max(initial=-1))) + 1
-    for split, y in (("train", y_train), ("test", y_test)):
-        if y.size and (y.min() < 0 or y.max() >= n_classes):
-            raise DataFormatError(
-                f"{location}: y_{split} labels span [{y.min()}, {y.max()}], expected [0, {n_classes})"
-            )
 
     is_uint8 = x_train.dtype == np.uint8
     xtr = _to_float(x_train)

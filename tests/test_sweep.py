@@ -259,6 +259,7 @@ def test_rerun_skips_finished_resumes_interrupted_replaces_unreadable(tiny, tmp_
     assert t.status == "finished" and t.attrs["resumed_count"] == 1 and list(t.epochs["epoch"]) == [1, 2, 3]
     g = read_trajectory(garbage.path, snapshots=False)
     assert g.status == "finished" and g.attrs["resumed_count"] == 0 and g.attrs["name"] == garbage.name
+    assert garbage.path.with_name(garbage.path.name + ".unreadable").read_bytes() == b"not an hdf5 file"  # kept
     keys, rows = read_index(tmp_path / "re")
     assert keys == ["rule.name", "optimizer.lr"] and len(rows) == 4
     assert all(r["status"] == "finished" and r["epochs"] == 3 for r in rows)

@@ -19,6 +19,7 @@ folder must be on a file system that the driver and every worker share.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import signal
@@ -41,7 +42,7 @@ from ...errors import (
     TrajectoryNotFound,
 )
 from ...io.sweep_index import INDEX_COLUMNS, SUMMARY_COLUMNS, read_index, write_index
-from ...io.trajectory import read_trajectory, writer_alive
+from ...io.trajectory import read_checkpoint, read_trajectory, writer_alive
 from .spec import SPEC_NAME, RunSpec, Sweep, load_sweep_file, spec_toml
 
 __all__ = ["RunState", "plan", "run_sweep", "execute_run"]
@@ -49,6 +50,8 @@ __all__ = ["RunState", "plan", "run_sweep", "execute_run"]
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 _RESUME_WAIT_S = 30.0  # how long a task waits for a killed writer of the same file to go away
+
+_CONNECT_TIMEOUT_S = 30.0  # default for waiting on a scheduler file and for connecting to the scheduler
 
 
 @dataclass
@@ -73,21 +76,43 @@ class RunState:
         r.setdefault("message", "")
         return r
 
+
 def _metrics_of(traj) -> dict:
     s = summary(traj)
     return {k: s[k] for k in SUMMARY_COLUMNS} | {
         "resumed_count": int(traj.attrs.get("resumed_count", 0) or 0),
         "message": str(traj.attrs.get("message", "") or "")}
 
+
+def _has_checkpoint(path: Path) -> bool:
+    """Whether the trajectory file holds a checkpoint a resume can start from."""
+    try:
+        read_checkpoint(path)
+    except TrajectoryError:  # NoCheckpoint, or no usable slot
+        return False
+    return True
+
+
+def _diverged(traj) -> bool:
+    """Whether a trajectory file is marked failed because its run diverged (the loop sets ``failed_step``)."""
+    return traj.status == "failed" and traj.attrs.get("failed_step") is not None
+
+
 def plan(sweep: Sweep, *, retry_failed: bool = False) -> list[RunState]:
     """The state of every run, from its trajectory file (and the previous index), and what to do with it.
 
     - finished file: nothing to do;
-    - failed file, or ``failed`` in the previous index: nothing, unless
-      ``retry_failed`` (then run from scratch);
-    - a file that is running, interrupted or was killed: resume from its
-      checkpoint (from scratch if it has none);
-    - no file, or an unreadable one: run from scratch (replacing it).
+    - failed file: nothing, unless ``retry_failed`` (then "run": from scratch
+      if it diverged, else from its checkpoint, see :func:`execute_run`);
+    - a file being written by a live process on this host: nothing this time;
+    - a file that is running (its writer gone) or interrupted: resume from its
+      checkpoint (from scratch if it has none) -- also when the previous index
+      says ``failed``, as it does when the run's Dask task died (KilledWorker),
+      as long as the file has a checkpoint;
+    - ``failed`` in the previous index and a file without a checkpoint, or no
+      file: nothing, unless ``retry_failed``;
+    - no file, or an unreadable one: run from scratch (an unreadable file is
+      moved aside to ``<file>.unreadable``).
     """
     previous = {}
     if sweep.index.is_file():
@@ -107,7 +132,8 @@ def plan(sweep: Sweep, *, retry_failed: bool = False) -> list[RunState]:
         try:
             traj = read_trajectory(spec.path, snapshots=False, monitors=False)
         except TrajectoryError as exc:
-            states.append(RunState(spec, "pending", "run", {"message": f"unreadable file replaced: {exc}"}))
+            states.append(RunState(spec, "pending", "run",
+                                   {"message": f"unreadable file moved aside to {spec.path.name}.unreadable: {exc}"}))
             continue
         m = _metrics_of(traj)
         note = ""
@@ -116,7 +142,7 @@ def plan(sweep: Sweep, *, retry_failed: bool = False) -> list[RunState]:
             note = "its stored config differs from the sweep's (base or [set] changed?); kept as it is"
         if traj.status == "finished":
             states.append(RunState(spec, "finished", None, m, note))
-        elif traj.status == "failed" or failed_before:
+        elif traj.status == "failed":
             m["message"] = kept.get("message") or m["message"]  # as the failing task reported it
             states.append(RunState(spec, "failed", "run" if retry_failed else None, m, note))
         elif traj.status == "running" and writer_alive(traj.attrs.get("writer_pid"), traj.attrs.get("writer_host"),
@@ -124,9 +150,13 @@ def plan(sweep: Sweep, *, retry_failed: bool = False) -> list[RunState]:
             states.append(RunState(spec, "running", None, m,
                                    f"still being written by process {traj.attrs.get('writer_pid')} on this host; "
                                    f"skipped (run the sweep again when it has ended)"))
-        else:  # interrupted, or running with its writer gone (killed)
+        elif failed_before and not _has_checkpoint(spec.path):  # its task died before the first checkpoint
+            m["message"] = kept.get("message") or m["message"]
+            states.append(RunState(spec, "failed", "run" if retry_failed else None, m, note))
+        else:  # interrupted, or running with its writer gone (killed; its task may have been marked failed)
             states.append(RunState(spec, "interrupted", "resume", m, note))
     return states
+
 
 @contextlib.contextmanager
 def _thread_limits(threads: int | None):
@@ -151,6 +181,7 @@ def _thread_limits(threads: int | None):
             pass
         yield
 
+
 def _log_start(topic: str | None, run: str) -> None:
     if topic is None:
         return
@@ -161,14 +192,38 @@ def _log_start(topic: str | None, run: str) -> None:
     except (ImportError, ValueError, AttributeError):  # not inside a Dask worker
         pass
 
+
+def _file_state(path: str):
+    """(trajectory, problem): the file read without its arrays, or None and why it cannot be read (None if absent)."""
+    try:
+        return read_trajectory(path, snapshots=False, monitors=False), None
+    except (TrajectoryNotFound, TrajectoryBusy):
+        return None, None  # nothing there, or a writer holds it: resume decides (and waits)
+    except TrajectoryError as exc:
+        return None, exc
+
+
+def _move_aside(path: str) -> None:
+    """Rename an unreadable file to ``<path>.unreadable`` (replacing an older one), so a fresh run can take its place."""
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(path, path + ".unreadable")
+
+
 def execute_run(config_toml: str, path: str, action: str, *, threads: int | None = None,
                 topic: str | None = None, run: str = "") -> dict:
     """Train one run of a sweep; the function each Dask task calls (in the worker).
 
     config_toml : the run's full config (``Config.to_toml()``).
     path : its trajectory file (absolute; on a file system the driver shares).
-    action : ``"run"`` (from scratch, replacing the file) or ``"resume"`` (from
-        its checkpoint; from scratch if the file has no checkpoint).
+    action : ``"run"`` (from scratch) or ``"resume"`` (from its checkpoint),
+        as :func:`plan` decided. The file decides in the end, as Dask may run a
+        task again after its worker died: a file with a checkpoint that is not
+        finished is always resumed, unless it is marked failed because its run
+        diverged (``failed_step`` set), which only ``"run"`` restarts from
+        scratch (``"resume"`` reports it failed again without training: it
+        would diverge again). A finished file is left as it is. A file that
+        cannot be read or resumed is, for ``"run"``, moved aside to
+        ``<path>.unreadable`` (when unreadable) and the run starts from scratch.
     threads : BLAS/Numba threads for this run (None: as the worker is set up).
     topic, run : Dask event topic and run name to report the start on.
 
@@ -187,7 +242,16 @@ def execute_run(config_toml: str, path: str, action: str, *, threads: int | None
         with _thread_limits(threads):
             cfg = parse_toml(config_toml, f"{path} (sweep config)")
             status, message = None, ""
-            if action == "resume":
+            traj, unreadable = _file_state(path)
+            if traj is not None and _diverged(traj):
+                if action != "run":  # resuming would diverge again: only --retry-failed restarts it
+                    status = "failed"
+                    message = str(traj.attrs.get("message", "") or "diverged")
+                    if not message.startswith("diverged"):
+                        message = f"diverged: {message}"
+            elif unreadable is not None and action == "run":
+                _move_aside(path)
+            else:
                 deadline = time.monotonic() + _RESUME_WAIT_S
                 while status is None:
                     try:
@@ -201,6 +265,10 @@ def execute_run(config_toml: str, path: str, action: str, *, threads: int | None
                         status = "finished"
                     except (NoCheckpoint, TrajectoryNotFound):
                         break  # nothing to continue from: start afresh
+                    except TrajectoryError:
+                        if action != "run":
+                            raise
+                        break  # the checkpoint cannot continue this run: start afresh, as asked
             if status is None:
                 res = train_run(cfg, path, overwrite=True, progress=False)
                 status, message = res.status, res.message
@@ -219,11 +287,13 @@ def execute_run(config_toml: str, path: str, action: str, *, threads: int | None
     out.setdefault("wall_time", time.perf_counter() - t0)
     return out
 
+
 def _cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
 
 @contextlib.contextmanager
 def _out_lock(out: Path):
@@ -250,6 +320,7 @@ def _out_lock(out: Path):
     finally:
         fh.close()
 
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """In the main thread, turn SIGTERM into KeyboardInterrupt so a terminated driver cleans up too."""
@@ -265,6 +336,7 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
 
 class _Progress:
     """A tqdm line: runs done / running / failed / queued."""
@@ -303,6 +375,7 @@ class _Progress:
     def close(self):
         self.bar.close()
 
+
 def _local_cluster(workers: int, threads: int):
     """A LocalCluster of ``workers`` processes, one task at a time each, BLAS/Numba limited to ``threads``.
 
@@ -325,9 +398,87 @@ def _local_cluster(workers: int, threads: int):
         if main:
             signal.signal(signal.SIGINT, old)
 
+
+def _scheduler_address(scheduler_file, timeout: float) -> str:
+    """The address in a Dask scheduler file, after checking it (SweepError naming the file).
+
+    A missing file, or one that is not yet valid JSON, is waited for up to
+    ``timeout`` seconds (``dask scheduler --scheduler-file`` started at the same
+    time may not have written it yet); an unreadable file, or JSON that is not
+    an object with an ``"address"`` string, is refused at once.
+    """
+    path = Path(scheduler_file).expanduser()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            problem = "not found"
+        except UnicodeDecodeError:
+            raise SweepError(f"scheduler file {path}: not a text (JSON) file") from None
+        except OSError as exc:
+            raise SweepError(f"scheduler file {path}: cannot read: {exc.strerror or exc}") from None
+        else:
+            try:
+                info = json.loads(text)
+            except json.JSONDecodeError as exc:
+                problem = f"not valid JSON ({exc})"
+            else:
+                address = info.get("address") if isinstance(info, dict) else None
+                if not isinstance(address, str) or not address.strip():
+                    raise SweepError(f"scheduler file {path}: not a Dask scheduler file: expected a JSON object with "
+                                     f"an \"address\" string, as `dask scheduler --scheduler-file` writes")
+                return address.strip()
+        if time.monotonic() >= deadline:
+            raise SweepError(f"scheduler file {path}: {problem} (waited {timeout:g} s for the scheduler to write it)")
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def _connect(address: str, where: str, timeout: float):
+    """A :class:`distributed.Client` connected to ``address``, or SweepError within about ``timeout`` seconds.
+
+    Dask's own timeout does not cover every way a connection can stall (a
+    server that accepts but never answers), so the client is made in a
+    thread that is given up on after ``timeout`` plus a second; a client it
+    makes after that is closed.
+    """
+    from distributed import Client
+
+    box: dict = {}
+    lock = threading.Lock()
+
+    def connect():
+        try:
+            c = Client(address, timeout=f"{timeout}s")
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+            box["error"] = exc
+            return
+        with lock:
+            if box.get("abandoned"):
+                with contextlib.suppress(Exception):
+                    c.close(timeout=5)
+                return
+            box["client"] = c
+
+    t = threading.Thread(target=connect, name="npsim-sweep-connect", daemon=True)
+    t.start()
+    t.join(timeout + 1.0)
+    with lock:
+        if "client" in box:
+            return box["client"]
+        if "error" not in box:
+            box["abandoned"] = True
+            raise SweepError(f"cannot connect to the Dask scheduler at {where}: no answer within {timeout:g} s")
+    exc = box["error"]
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc
+    raise SweepError(f"cannot connect to the Dask scheduler at {where}: "
+                     f"{type(exc).__name__}: {exc}".replace("\n", " ")) from None
+
+
 def run_sweep(sweep, *, client=None, scheduler: str | None = None, scheduler_file: str | None = None,
               workers: int | None = None, threads_per_run: int | None = None, retry_failed: bool = False,
-              progress: bool = True, out=None, log=None) -> list[dict]:
+              progress: bool = True, out=None, log=None, connect_timeout: float | None = None) -> list[dict]:
     """Run every unfinished run of a sweep as a Dask task and keep the index up to date.
 
     sweep : a :class:`Sweep` or the path of a sweep file.
@@ -343,6 +494,10 @@ def run_sweep(sweep, *, client=None, scheduler: str | None = None, scheduler_fil
     progress : show a progress line on stderr.
     out : the runs' folder, overriding the sweep file's.
     log : where to print the start and end lines (default stderr; None to silence with progress=False).
+    connect_timeout : seconds to wait for ``scheduler_file`` to appear and,
+        separately, to connect to the scheduler (default 30); then a
+        :class:`SweepError`. The scheduler file is checked before connecting:
+        a JSON object with an ``"address"`` string.
 
     Returns the final index rows (as :func:`read_index` reads them). A
     KeyboardInterrupt (Ctrl-C, or SIGTERM in the main thread) stops the sweep:
@@ -354,6 +509,14 @@ def run_sweep(sweep, *, client=None, scheduler: str | None = None, scheduler_fil
     elif out is not None:
         sweep = load_sweep_file(sweep.path, out=out)
     say = (lambda msg: print(msg, file=log or sys.stderr)) if (progress or log is not None) else (lambda msg: None)
+    timeout = _CONNECT_TIMEOUT_S if connect_timeout is None else float(connect_timeout)
+    address = where = None
+    if client is None and (scheduler or scheduler_file):  # a bad scheduler file stops the sweep before it starts
+        if scheduler:
+            address = where = scheduler
+        else:
+            address = _scheduler_address(scheduler_file, timeout)
+            where = f"{address} (from {scheduler_file})"
     with _out_lock(sweep.out), _sigterm_as_interrupt():
         states = plan(sweep, retry_failed=retry_failed)
         (sweep.out / SPEC_NAME).write_text(spec_toml(sweep), encoding="utf-8")
@@ -379,13 +542,8 @@ def run_sweep(sweep, *, client=None, scheduler: str | None = None, scheduler_fil
         cluster = own_client = None
         try:
             if client is None:
-                if scheduler or scheduler_file:
-                    where = scheduler or scheduler_file
-                    try:
-                        client = (Client(scheduler, timeout="30s") if scheduler
-                                  else Client(scheduler_file=scheduler_file, timeout="30s"))
-                    except (OSError, TimeoutError, ValueError) as exc:
-                        raise SweepError(f"cannot connect to the Dask scheduler at {where}: {exc}") from None
+                if address is not None:
+                    client = _connect(address, where, timeout)
                 else:
                     n = max(1, min(workers or _cpus(), len(todo)))
                     threads_per_run = threads_per_run or max(1, _cpus() // n)
@@ -404,6 +562,7 @@ def run_sweep(sweep, *, client=None, scheduler: str | None = None, scheduler_fil
             if cluster is not None:
                 with contextlib.suppress(Exception):
                     cluster.close(timeout=10)
+
 
 def _drive(sweep: Sweep, states, todo, client, threads, progress, say) -> list[dict]:
     """Submit one task per run in ``todo``, then record results and events as they come (see run_sweep)."""
@@ -478,6 +637,7 @@ def _drive(sweep: Sweep, states, todo, client, threads, progress, say) -> list[d
     for s in failed[:10]:
         say(f"npsim:   failed {s.spec.name}: {s.metrics.get('message', '')}")
     return read_index(sweep.index)[1]
+
 
 def _record(s: RunState, fut) -> None:
     """Put a finished task's result (or its error) into the run's state."""

@@ -67,10 +67,12 @@ class Distribution(Strict):
             raise ValueError("log = true needs low > 0")
         return self
 
+
 class RandomSpec(Strict):
     n: int = Field(ge=1)
-    random_seed: int = 0
+    random_seed: int = Field(default=0, ge=0)
     params: dict[str, Distribution] = Field(min_length=1)
+
 
 class SweepSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -84,6 +86,9 @@ class SweepSpec(Strict):
     @field_validator("seeds")
     @classmethod
     def _unique(cls, v):
+        negative = [s for s in v if s < 0]
+        if negative:
+            raise ValueError(f"seeds must be >= 0 (got {negative[0]})")
         if len(set(v)) != len(v):
             raise ValueError("seeds repeat")
         return v
@@ -95,6 +100,7 @@ class SweepSpec(Strict):
         if empty:
             raise ValueError(f"'{empty[0]}' has no values")
         return v
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -112,6 +118,7 @@ class RunSpec:
     seed: int
     config: Config
     path: Path
+
 
 @dataclass
 class Sweep:
@@ -136,8 +143,10 @@ class Sweep:
     def index(self) -> Path:
         return self.out / INDEX_NAME
 
+
 def _is_distribution(d) -> bool:
     return isinstance(d, dict) and bool({"low", "high", "choices"} & set(d))
+
 
 def _flatten(table, source: str, where: str, leaf) -> dict:
     """Dotted keys of a (possibly nested) TOML table; ``leaf(value)`` says where to stop descending."""
@@ -164,6 +173,7 @@ def _flatten(table, source: str, where: str, leaf) -> dict:
     walk(table, "")
     return out
 
+
 def _resolve_paths(values: dict, base_dir: Path) -> dict:
     """Relative ``data.path`` / ``network.noise.path`` values, taken relative to the sweep file."""
 
@@ -174,6 +184,7 @@ def _resolve_paths(values: dict, base_dir: Path) -> dict:
 
     return {k: ([fix(x) for x in v] if isinstance(v, list) else fix(v)) if k in PATH_KEYS else v
             for k, v in values.items()}
+
 
 def _draw(rng: np.random.Generator, d: Distribution):
     if d.choices is not None:
@@ -186,6 +197,7 @@ def _draw(rng: np.random.Generator, d: Distribution):
         return int(min(max(round(v), math.ceil(d.low)), math.floor(d.high)))
     return float(f"{v:.{RANDOM_DIGITS}g}")
 
+
 def _value_text(v) -> str:
     """Canonical short text of a value, as it appears in run names."""
     if isinstance(v, bool):
@@ -197,6 +209,7 @@ def _value_text(v) -> str:
     if isinstance(v, dict):
         return "{" + ",".join(f"{k}={_value_text(x)}" for k, x in v.items()) + "}"
     return str(v)
+
 
 def run_name(params: dict, seed: int) -> str:
     """The file-system-safe, deterministic name of a run: ``key=value,...,seed=S``.
@@ -216,6 +229,7 @@ def run_name(params: dict, seed: int) -> str:
         safe = f"{safe[:MAX_NAME]}-{digest}"
     return safe
 
+
 def _read_toml(path: Path) -> dict:
     if not path.is_file():
         raise SweepError(f"sweep file {str(path)!r} not found")
@@ -225,6 +239,7 @@ def _read_toml(path: Path) -> dict:
         raise SweepError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SweepError(f"{path}: not valid TOML: {exc}") from None
+
 
 def load_sweep_file(path, *, out=None) -> Sweep:
     """Read, expand and validate a sweep file.
@@ -311,6 +326,7 @@ def load_sweep_file(path, *, out=None) -> Sweep:
                 cfg = base.with_overrides({**params, "seed": seed, "name": name}, source=src)
                 sweep.runs.append(RunSpec(name, params, seed, cfg, out_dir / f"{name}.h5"))
     return sweep
+
 
 def spec_toml(sweep: Sweep) -> str:
     """The resolved sweep file (absolute base and out), as written to ``<out>/sweep.toml``."""

@@ -21,13 +21,13 @@ from ...errors import (
     TrajectoryFinished,
 )
 from .monitors import Recordings, read_monitors
-from .reader import Trajectory, read_checkpoint, read_trajectory
+from .reader import Trajectory, read_attrs, read_checkpoint, read_trajectory
 from .recover import writer_alive
 from .schema import FINAL_STATUSES, SCHEMA_VERSION, STATUSES, Series
 from .writer import TrajectoryWriter
 
 __all__ = [
-    "TrajectoryWriter", "Trajectory", "Recordings", "Series", "read_trajectory", "read_checkpoint", "read_monitors",
+    "TrajectoryWriter", "Trajectory", "Recordings", "Series", "read_trajectory", "read_checkpoint", "read_attrs", "read_monitors",
     "writer_alive", "SCHEMA_VERSION", "STATUSES", "FINAL_STATUSES", "TrajectoryError", "TrajectoryBusy",
     "TrajectoryFinished", "NoCheckpoint", "TrajectoryCorrupt",
 ]

@@ -12,6 +12,7 @@ import numpy as np
 
 from .schema import (
     CHUNK_ROWS,
+    DIGEST_BYTES,
     EPOCH_CHUNK_ROWS,
     GROUP_DESCRIPTIONS,
     META_FIELDS,
@@ -132,3 +133,11 @@ class Layout:
             "checkpoint bookkeeping, fields named in attribute 'fields': active_slot "
             "(-1: no checkpoint yet), step_rows, epoch_rows, snapshot_rows, then the run's counters"
         )
+        d = f["checkpoint"].create_dataset("slot_meta", data=np.zeros((2, len(fields) - 1), dtype=np.int64))
+        d.attrs["unit"] = ""
+        d.attrs["description"] = ("per slot: the counters of checkpoint/meta[1:] the slot was written with "
+                                  "(its step, epoch and snapshot rows and the run's counters)")
+        d = f["checkpoint"].create_dataset("digest", data=np.zeros((2, DIGEST_BYTES), dtype=np.uint8))
+        d.attrs["unit"] = ""
+        d.attrs["description"] = ("per slot: BLAKE2b digest of its arrays (names, dtypes, shapes, bytes in name "
+                                  "order) and its slot_meta row; all zeros until the slot is first written")

@@ -59,6 +59,7 @@ class Recordings:
         return (f"<Recordings {self.path!r} layers={list(self.layers)} samples={len(self.samples)} "
                 f"steps={self.steps} dt={self.dt:g} ms epoch={self.epoch}>")
 
+
 def read_monitors(path) -> Recordings | None:
     """The spike/voltage recordings of a run, or None if it has none.
 
@@ -70,6 +71,7 @@ def read_monitors(path) -> Recordings | None:
     with open_read(path) as f:
         check_layout(f, path)
         return read_recordings_in(f, path)
+
 
 def read_recordings_in(f: h5py.File, path: str) -> Recordings | None:
     try:
@@ -109,12 +111,14 @@ def read_recordings_in(f: h5py.File, path: str) -> Recordings | None:
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
         raise TrajectoryCorrupt(f"{path}: unreadable /monitors ({h5msg(e)})") from e
 
+
 def _int_value(v, what: str, minimum: int) -> int:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise ValueError(f"{what} must be an int, got {type(v).__name__}")
     if int(v) < minimum:
         raise ValueError(f"{what} must be >= {minimum}, got {int(v)}")
     return int(v)
+
 
 def _real_value(v, what: str) -> float:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
@@ -123,12 +127,14 @@ def _real_value(v, what: str) -> float:
         raise ValueError(f"{what} must be finite, got {float(v)}")
     return float(v)
 
+
 def _host_array(a, what: str) -> np.ndarray:
     try:
         return np.asarray(a)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{what}: cannot convert {type(a).__name__} to a NumPy array "
                          f"(pass host arrays, e.g. Backend.to_numpy)") from e
+
 
 def check_monitors(monitors, *, dt, steps, samples, epoch) -> tuple[dict, dict[int, dict]]:
     """Validate :meth:`TrajectoryWriter.write_monitors` input: (group attrs, layer index -> stored values)."""
@@ -195,6 +201,7 @@ def check_monitors(monitors, *, dt, steps, samples, epoch) -> tuple[dict, dict[i
         layers[l] = out
     attrs = {"dt": np.float64(dt), "steps": np.int64(T), "samples": s, "epoch": np.int64(epoch)}
     return attrs, dict(sorted(layers.items()))
+
 
 def write_monitors_group(f: h5py.File, attrs: dict, layers: dict[int, dict]) -> None:
     """Write ``/monitors`` (file open normally, not in SWMR mode), replacing an existing one."""

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import NoCheckpoint, TrajectoryCorrupt
-from .access import check_layout, open_read, read_meta, read_slot
+from ...errors import TrajectoryCorrupt
+from .access import check_layout, meta_fields, open_read, read_checkpoint_slot
 from .monitors import Recordings, read_recordings_in
 from .schema import META_FIELDS, attr_value, datasets_under, h5msg
 
-__all__ = ["Trajectory", "read_trajectory", "read_checkpoint"]
+__all__ = ["Trajectory", "read_trajectory", "read_checkpoint", "read_attrs"]
 
 
 @dataclass(repr=False)
@@ -52,6 +52,7 @@ class Trajectory:
             f"<Trajectory {self.path!r} status={self.status!r} steps={n(self.steps)} "
             f"epochs={n(self.epochs)} snapshots={len(self.snapshots.get('epoch', ()))}>"
         )
+
 
 def read_trajectory(path, *, snapshots: bool = True, monitors: bool = True) -> Trajectory:
     """Read a trajectory file, also while its run is still writing it.
@@ -93,19 +94,33 @@ def read_trajectory(path, *, snapshots: bool = True, monitors: bool = True) -> T
         monitors=mon,
     )
 
+
 def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """The last checkpoint of a run: (state arrays, counters). TrajectoryError if there is none."""
+    """The newest checkpoint of a run that passes its checksum: (state arrays, counters).
+
+    NoCheckpoint if there is none; TrajectoryCorrupt if no slot is usable.
+    """
     path = os.fspath(path)
     with open_read(path) as f:
         check_layout(f, path)
-        meta = read_meta(f, path)
-        slot = int(meta[0])
-        if slot not in (0, 1):
-            raise NoCheckpoint(f"{path}: no checkpoint (none was written)")
+        fields = meta_fields(f, path)
+        _, arrays, counters, _ = read_checkpoint_slot(f, path)
+    return arrays, {name: int(v) for name, v in zip(fields[len(META_FIELDS):], counters[len(META_FIELDS) - 1:])}
+
+
+def read_attrs(path) -> dict:
+    """The root attributes of a trajectory file (config, status, writer, ...) as plain values, reading nothing else."""
+    path = os.fspath(path)
+    with open_read(path) as f:
+        check_layout(f, path)
         try:
-            fields = [str(x) for x in attr_value(f["checkpoint/meta"].attrs["fields"])]
-        except (KeyError, OSError) as e:
-            raise TrajectoryCorrupt(f"{path}: checkpoint/meta has no 'fields' attribute; file is corrupt") from e
-        arrays = read_slot(f, path, slot)
-    user = {name: int(v) for name, v in zip(fields[len(META_FIELDS):], meta[len(META_FIELDS):])}
-    return arrays, user
+            names = list(f.attrs.keys())
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise TrajectoryCorrupt(f"{path}: unreadable root attributes ({h5msg(e)})") from e
+        out = {}
+        for k in names:
+            try:
+                out[k] = attr_value(f.attrs[k])
+            except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+                raise TrajectoryCorrupt(f"{path}: unreadable root attribute {k!r} ({h5msg(e)})") from e
+        return out

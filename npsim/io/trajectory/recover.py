@@ -57,12 +57,14 @@ def _alive(pid, host) -> bool:
     except (OSError, IndexError):
         return True
 
+
 def superblock_flags(path: str) -> int:
     with open(path, "rb") as fh:
         head = fh.read(12)
     if len(head) < 12 or head[:8] != HDF5_SIGNATURE or head[8] < 2:
         return 0
     return head[11]
+
 
 def shorter_than_recorded(path: str) -> bool:
     """Whether the file ends before the end-of-file address its superblock records."""
@@ -78,6 +80,7 @@ def shorter_than_recorded(path: str) -> bool:
     base = int.from_bytes(addrs[:osize], "little")
     eoa = int.from_bytes(addrs[2 * osize : 3 * osize], "little")
     return size < base + eoa
+
 
 def clear_status_flags(path: str) -> None:
     """What ``h5clear -s --increment`` does: clear the write flags a killed writer left set.
@@ -107,6 +110,7 @@ def clear_status_flags(path: str) -> None:
         fh.write(block)
         fh.flush()
         os.fsync(fh.fileno())
+
 
 def _lookup3(data: bytes, initval: int = 0) -> int:
     """Bob Jenkins' lookup3 ``hashlittle``, the checksum HDF5 uses for metadata."""

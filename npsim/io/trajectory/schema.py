@@ -7,16 +7,21 @@ and :mod:`.reader` reads it.
 from __future__ import annotations
 
 import datetime
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import h5py
 import numpy as np
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "FINAL_STATUSES", "Series"]
+__all__ = ["SCHEMA_VERSION", "READABLE_VERSIONS", "STATUSES", "FINAL_STATUSES", "Series", "state_digest"]
 
 #: Version of the file layout, stored as the root attribute ``schema_version``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this npsim reads: 1 has no per-slot counters and checksums (its checkpoints are not verified).
+READABLE_VERSIONS = (1, 2)
+#: Bytes of a checkpoint slot's BLAKE2b digest (``/checkpoint/digest``).
+DIGEST_BYTES = 32
 #: Values of the root attribute ``status``.
 STATUSES = ("running", "finished", "failed", "interrupted")
 FINAL_STATUSES = ("finished", "failed", "interrupted")
@@ -49,6 +54,7 @@ RESERVED_ATTRS = frozenset(
         "writer_pid",
         "writer_host",
         "finish_attrs",
+        "resume_note",
     }
 )
 GROUP_DESCRIPTIONS = {
@@ -57,7 +63,8 @@ GROUP_DESCRIPTIONS = {
     "snapshots": "weight snapshots: row i of every dataset was taken at epoch snapshots/epoch[i]",
     "checkpoint": (
         "crash-safe checkpoint in two slots; meta[0] (active_slot) names the valid one, "
-        "meta[1:4] the step, epoch and snapshot rows it covers, meta[4:] the run's counters"
+        "meta[1:4] the step, epoch and snapshot rows it covers, meta[4:] the run's counters; "
+        "slot_meta[s] holds those counters for slot s and digest[s] the BLAKE2b checksum of slot s"
     ),
 }
 
@@ -91,8 +98,10 @@ class Series:
         if not isinstance(self.unit, str) or not isinstance(self.description, str):
             raise TypeError("Series.unit and Series.description must be str")
 
+
 def timestamp() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
 
 def npsim_version() -> str:
     try:
@@ -101,6 +110,7 @@ def npsim_version() -> str:
         return str(getattr(npsim, "__version__", "unknown"))
     except ImportError:  # pragma: no cover
         return "unknown"
+
 
 def as_shape(shape, what: str) -> tuple:
     if isinstance(shape, (int, np.integer)):
@@ -113,12 +123,14 @@ def as_shape(shape, what: str) -> tuple:
         raise ValueError(f"{what} {shape} has a negative size")
     return shape
 
+
 def _check_name(name, what: str, nested: bool) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"{what} name {name!r} must be a non-empty str")
     parts = name.split("/")
     if (not nested and len(parts) > 1) or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"{what} name {name!r} is not a valid dataset name")
+
 
 def check_series(series: Mapping[str, Series], what: str) -> dict[str, Series]:
     out = {}
@@ -130,6 +142,7 @@ def check_series(series: Mapping[str, Series], what: str) -> dict[str, Series]:
             raise ValueError(f"{what}[{name!r}]: rows of shape {s.shape} are empty")
         out[name] = s
     return out
+
 
 def check_state(state: Mapping[str, tuple]) -> dict[str, tuple[tuple, np.dtype]]:
     out = {}
@@ -148,6 +161,7 @@ def check_state(state: Mapping[str, tuple]) -> dict[str, tuple[tuple, np.dtype]]
         if b.startswith(a + "/"):
             raise ValueError(f"state names {a!r} and {b!r} clash (one would be a group holding the other)")
     return out
+
 
 def check_attrs(attrs: Mapping[str, Any], what: str) -> dict[str, Any]:
     out = {}
@@ -180,6 +194,7 @@ def check_attrs(attrs: Mapping[str, Any], what: str) -> dict[str, Any]:
             )
     return out
 
+
 def check_names(given: set, declared: set, what: str) -> None:
     missing, unknown = declared - given, given - declared
     if missing or unknown:
@@ -189,6 +204,7 @@ def check_names(given: set, declared: set, what: str) -> None:
         if unknown:
             parts.append(f"unknown {sorted(unknown)}")
         raise ValueError(f"{what}: {'; '.join(parts)} (declared: {sorted(declared)})")
+
 
 def as_state_array(value, shape: tuple, dtype: np.dtype, what: str) -> np.ndarray:
     a = np.asarray(value)
@@ -203,6 +219,7 @@ def as_state_array(value, shape: tuple, dtype: np.dtype, what: str) -> np.ndarra
         a = b
     return a
 
+
 def chunk_shape(rows: int, shape: tuple, dtype) -> tuple:
     """Chunk shape for an extendable dataset of rows of ``shape``."""
     itemsize = np.dtype(dtype).itemsize
@@ -212,6 +229,7 @@ def chunk_shape(rows: int, shape: tuple, dtype) -> tuple:
         dims[i] = (dims[i] + 1) // 2
     row_bytes = int(np.prod(dims)) * itemsize
     return (max(1, min(rows, _CHUNK_BYTES // row_bytes)), *dims)
+
 
 def create_rows(group, name, shape, dtype, rows, unit, description):
     dtype = np.dtype(dtype)
@@ -230,6 +248,7 @@ def create_rows(group, name, shape, dtype, rows, unit, description):
     d.attrs["description"] = description
     return d
 
+
 def datasets_under(group) -> dict[str, h5py.Dataset]:
     """Every dataset under ``group``, keyed by its path relative to it."""
     out = {}
@@ -241,6 +260,7 @@ def datasets_under(group) -> dict[str, h5py.Dataset]:
     group.visititems(visit)
     return out
 
+
 def attr_value(v):
     """An HDF5 attribute value as a plain Python value."""
     if isinstance(v, bytes):
@@ -251,6 +271,19 @@ def attr_value(v):
         return [attr_value(x) for x in v.tolist()]
     return v
 
+
 def h5msg(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
+
+
+def state_digest(arrays: Mapping[str, np.ndarray], counters) -> np.ndarray:
+    """BLAKE2b digest ((DIGEST_BYTES,) uint8) of a checkpoint slot: every array's name, dtype, shape and
+    bytes, in name order, then the slot's counters (int64)."""
+    h = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
+    h.update(np.asarray(counters, dtype="<i8").tobytes())
+    return np.frombuffer(h.digest(), dtype=np.uint8).copy()

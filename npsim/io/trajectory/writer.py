@@ -38,35 +38,41 @@ layout is documented in ``docs/trajectory.md``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import stat
 from typing import Any, Mapping
 
 import h5py
 import numpy as np
 
 from ...errors import (
-    NoCheckpoint,
+    OutputError,
     TrajectoryBusy,
     TrajectoryCorrupt,
     TrajectoryError,
     TrajectoryFinished,
 )
+from . import faults
 from .access import (
     OPEN_WRITERS,
     check_layout,
+    check_space,
     file_key,
     fsync,
+    is_disk_full,
+    meta_fields,
     open_read,
     open_rw,
-    read_meta,
-    read_slot,
+    read_checkpoint_slot,
 )
 from .layout import Layout
 from .monitors import check_monitors, write_monitors_group
 from .recover import (
     FLAG_SWMR_WRITE,
     FLAG_WRITE,
+    HDF5_SIGNATURE,
     clear_status_flags,
     superblock_flags,
     writer_alive,
@@ -84,6 +90,7 @@ from .schema import (
     check_names,
     datasets_under,
     h5msg,
+    state_digest,
     timestamp,
 )
 
@@ -141,19 +148,26 @@ class TrajectoryWriter:
         if os.path.lexists(path):
             if not overwrite:
                 raise FileExistsError(f"{path}: file exists; pass overwrite=True to replace it")
-            if file_key(path) in OPEN_WRITERS:
-                raise TrajectoryBusy(f"{path}: a TrajectoryWriter in this process still has the file open")
-            os.remove(path)  # unlink, so a process still reading the old file keeps its copy
-
-        f = h5py.File(path, "x", libver=LIBVER)
+            _check_replaceable(path)
+        check_space(path, 0, "a new trajectory file")
+        # The file is built under a temporary name and renamed into place when complete, so a kill
+        # during creation leaves no half-written file (and an overwritten one stays until then).
+        _remove_stale_partials(path)
+        partial = _partial_name(path)
         try:
-            layout.write(f)
-            f.flush()
-            f.swmr_mode = True
-        except BaseException:
-            f.close()
-            os.remove(path)
+            with h5py.File(partial, "x", libver=LIBVER) as f:
+                layout.write(f)
+                faults.reach("create:layout")
+            os.replace(partial, path)  # readers of a replaced file keep their copy
+        except BaseException as e:
+            if os.path.lexists(partial):
+                os.remove(partial)
+            if isinstance(e, OSError) and is_disk_full(e):
+                raise OutputError(f"{path}: the disk is full; no trajectory file was created") from None
             raise
+        f = open_rw(path)
+        f.swmr_mode = True
+        faults.reach("create:swmr")
         return cls._attach(f, path)
 
     @classmethod
@@ -175,14 +189,24 @@ class TrajectoryWriter:
         path = os.fspath(path)
         if os.path.exists(path) and file_key(path) in OPEN_WRITERS:
             raise TrajectoryBusy(f"{path}: a TrajectoryWriter in this process still has the file open")
+        # Everything resume needs is read and checked first, so a damaged file is left as it was.
         with open_read(path) as f:
             check_layout(f, path)
             status = attr_value(f.attrs.get("status"))
             if status == "finished":
                 raise TrajectoryFinished(f"{path}: run already finished; nothing to resume")
-            slot = int(read_meta(f, path)[0])
-            if slot not in (0, 1):
-                raise NoCheckpoint(f"{path}: no checkpoint to resume from (none was written)")
+            fields = meta_fields(f, path)
+            slot, arrays, counters, note = read_checkpoint_slot(f, path)
+            rows = {"steps": counters[0], "epochs": counters[1], "snapshots": counters[2]}
+            for group, n in rows.items():
+                try:
+                    lengths = {name: d.shape[0] for name, d in datasets_under(f[group]).items()}
+                except (OSError, RuntimeError, KeyError, ValueError) as e:
+                    raise TrajectoryCorrupt(f"{path}: unreadable /{group} ({h5msg(e)})") from e
+                short = [name for name, k in lengths.items() if k < n]
+                if short:
+                    raise TrajectoryCorrupt(f"{path}: {group}/{short[0]} has {lengths[short[0]]} rows but the "
+                                            f"checkpoint recorded {n}; file is corrupt")
             pid = attr_value(f.attrs.get("writer_pid"))
             host = attr_value(f.attrs.get("writer_host"))
         flags = superblock_flags(path)
@@ -193,21 +217,7 @@ class TrajectoryWriter:
 
         f = open_rw(path)
         try:
-            check_layout(f, path)
-            meta = read_meta(f, path)
-            fields = [str(x) for x in attr_value(f["checkpoint/meta"].attrs["fields"])]
-            slot, rows = int(meta[0]), {"steps": int(meta[1]), "epochs": int(meta[2])}
-            snap_rows = int(meta[3])
-            arrays = read_slot(f, path, slot)
-            for group in ("steps", "epochs", "snapshots"):
-                n = rows[group] if group != "snapshots" else snap_rows
-                for name, d in datasets_under(f[group]).items():
-                    if d.shape[0] < n:
-                        raise TrajectoryCorrupt(
-                            f"{path}: {group}/{name} has {d.shape[0]} rows but the checkpoint recorded {n}; file is corrupt"
-                        )
-                    if d.shape[0] > n:
-                        d.resize(n, axis=0)
+            faults.reach("resume:reopen")
             attrs = f.attrs
             for k in attr_value(attrs.get("finish_attrs", "")).split(","):
                 if k and k in attrs:
@@ -220,16 +230,34 @@ class TrajectoryWriter:
             attrs["resumed"] = timestamp()
             attrs["writer_pid"] = np.int64(os.getpid())
             attrs["writer_host"] = socket.gethostname()
+            if note:
+                attrs["resume_note"] = note
+            elif "resume_note" in attrs:
+                del attrs["resume_note"]
             f.flush()
+            faults.reach("resume:status")
             f.swmr_mode = True
+            # Rows after the checkpoint are dropped in SWMR mode, whose flushes keep the file readable at
+            # every moment (outside it, a kill between HDF5's metadata writes can leave chunks unreadable).
+            for group, n in rows.items():
+                for d in datasets_under(f[group]).values():
+                    if d.shape[0] > n:
+                        d.resize(n, axis=0)
+            f["checkpoint/meta"][()] = np.asarray([slot, *counters], dtype=np.int64)
+            f.flush()
+            faults.reach("resume:truncate")
         except TrajectoryError:
             f.close()
             raise
         except (OSError, RuntimeError, KeyError, ValueError) as e:
             f.close()
+            if isinstance(e, OSError) and is_disk_full(e):
+                raise OutputError(f"{path}: the disk is full; free some space and resume again") from None
             raise TrajectoryError(f"{path}: cannot resume ({h5msg(e)})") from e
-        user_meta = {name: int(v) for name, v in zip(fields[len(META_FIELDS):], meta[len(META_FIELDS):])}
-        return cls._attach(f, path), arrays, user_meta
+        user_meta = {name: int(v) for name, v in zip(fields[len(META_FIELDS):], counters[len(META_FIELDS) - 1:])}
+        writer = cls._attach(f, path)
+        writer.resume_note = note
+        return writer, arrays, user_meta
 
     @classmethod
     def _attach(cls, f: h5py.File, path: str) -> "TrajectoryWriter":
@@ -244,6 +272,10 @@ class TrajectoryWriter:
         self._snaps = snaps
         self._slots = [datasets_under(f[f"checkpoint/slot{i}"]) for i in (0, 1)]
         self._meta = f["checkpoint/meta"]
+        versioned = "digest" in f["checkpoint"]  # schema version 2 on: per-slot counters and checksums
+        self._slot_meta = f["checkpoint/slot_meta"] if versioned else None
+        self._digest = f["checkpoint/digest"] if versioned else None
+        self.resume_note = ""
         fields = [str(x) for x in attr_value(self._meta.attrs["fields"])]
         self._meta_names = fields[len(META_FIELDS):]
         meta = self._meta[()]
@@ -378,17 +410,25 @@ class TrajectoryWriter:
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
                 raise TypeError(f"checkpoint meta {name!r} must be an int, got {type(v).__name__}")
             user.append(int(v))
+        check_space(self._path, self._buffered_bytes() + sum(a.nbytes for a in values.values()), "the checkpoint")
         self.flush()
         slot = 1 - self._active if self._active in (0, 1) else 0
-        for name, d in self._slots[slot].items():
-            if d.size:
-                d[()] = values[name]
-        self._f.flush()
-        fsync(self._f)
-        row = [slot, self._rows["steps"], self._rows["epochs"], self._snap_rows] + user
-        self._meta[()] = np.asarray(row, dtype=np.int64)
-        self._f.flush()
-        fsync(self._f)
+        counters = [self._rows["steps"], self._rows["epochs"], self._snap_rows] + user
+        with self._disk_errors("the checkpoint"):
+            for name, d in self._slots[slot].items():
+                if d.size:
+                    d[()] = values[name]
+            faults.reach("checkpoint:slot")
+            if self._digest is not None:
+                self._slot_meta[slot] = np.asarray(counters, dtype=np.int64)
+                self._digest[slot] = state_digest(values, counters)
+            self._f.flush()
+            fsync(self._f)
+            faults.reach("checkpoint:digest")
+            self._meta[()] = np.asarray([slot, *counters], dtype=np.int64)
+            faults.reach("checkpoint:meta")
+            self._f.flush()
+            fsync(self._f)
         self._active = slot
 
     # -- monitors -------------------------------------------------------------
@@ -434,13 +474,17 @@ class TrajectoryWriter:
         """
         self._check_open()
         group_attrs, layers = check_monitors(monitors, dt=dt, steps=steps, samples=samples, epoch=epoch)
+        check_space(self._path, self._buffered_bytes() + sum(a.nbytes for rec in layers.values() for a in rec.values()
+                                                             if isinstance(a, np.ndarray)), "the monitors")
         self.flush()
         fsync(self._f)
         self._release()
         f = open_rw(self._path)
+        faults.reach("monitors:reopen")
         err: BaseException | None = None
         try:
             write_monitors_group(f, group_attrs, layers)
+            faults.reach("monitors:written")
         except BaseException as e:  # even on an interrupt, go back to SWMR and keep the writer usable
             err = e
         try:
@@ -451,6 +495,8 @@ class TrajectoryWriter:
             f.close()
             raise
         self.__dict__.update(type(self)._attach(f, self._path).__dict__)
+        if isinstance(err, OSError) and is_disk_full(err):
+            raise OutputError(f"{self._path}: the disk is full; the monitors were not written") from err
         if isinstance(err, (OSError, RuntimeError, ValueError, KeyError, TypeError)):
             raise TrajectoryError(f"{self._path}: cannot write /monitors ({h5msg(err)})") from err
         if err is not None:
@@ -459,11 +505,31 @@ class TrajectoryWriter:
     # -- flushing and closing -------------------------------------------------
 
     def flush(self) -> None:
-        """Write buffered rows and flush the file, making them visible to readers and crash-safe."""
+        """Write buffered rows and flush the file, making them visible to readers and crash-safe.
+
+        OutputError, before anything is written, if the disk cannot take the rows.
+        """
         self._check_open()
-        self._write_rows("steps")
-        self._write_rows("epochs")
-        self._f.flush()
+        check_space(self._path, self._buffered_bytes(), "the rows since the last flush")
+        with self._disk_errors("the rows since the last flush"):
+            self._write_rows("steps")
+            self._write_rows("epochs")
+            self._f.flush()
+
+    def _buffered_bytes(self) -> int:
+        return sum(b.nbytes for group in self._buf.values() for b in group.values())
+
+    @contextlib.contextmanager
+    def _disk_errors(self, what: str):
+        """A full disk while writing ``what`` becomes an OutputError naming the disk."""
+        try:
+            yield
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            raise OutputError(f"{self._path}: the disk is full while writing {what}; everything up to the last "
+                              f"checkpoint is kept: free some space and continue with npsim train --resume "
+                              f"{self._path}") from None
 
     def close(self) -> None:
         """Flush and close without changing ``status`` (it stays ``"running"``). Idempotent."""
@@ -474,31 +540,51 @@ class TrajectoryWriter:
         finally:
             self._release()
 
-    def finish(self, status: str, **attrs) -> None:
+    def finish(self, status: str, *, flush: bool = True, **attrs) -> None:
         """Flush, close, and mark the run ended.
 
         ``status`` is ``"finished"``, ``"failed"`` or ``"interrupted"``; extra
         keyword attributes (str, int, float, bool; e.g. ``failed_step``,
         ``message``) are stored as root attributes. The file is reopened
         without SWMR for this, as attributes cannot be changed under SWMR.
+        ``flush=False`` drops the rows buffered since the last flush (after a
+        full disk: a resume drops rows after the checkpoint anyway).
         """
         self._check_open()
         if status not in FINAL_STATUSES:
             raise ValueError(f"status must be one of {FINAL_STATUSES}, got {status!r}")
         extra = check_attrs(attrs, "finish attrs")
         try:
-            self.flush()
+            if flush:
+                self.flush()
         finally:
             self._release()
         f = open_rw(self._path)
         try:
+            faults.reach("finish:reopen")
             f.attrs["status"] = status
             f.attrs["finished"] = timestamp()
             for k, v in extra.items():
                 f.attrs[k] = v
             f.attrs["finish_attrs"] = ",".join(extra)
+            faults.reach("finish:status")
         finally:
             f.close()
+
+    def abandon(self) -> None:
+        """Close the file without writing the buffered rows (after an error that writing would repeat)."""
+        if self._closed:
+            return
+        try:
+            self._release()
+        except (OSError, RuntimeError, ValueError):
+            pass
+
+    @staticmethod
+    def check_replaceable(path) -> None:
+        """Raise unless ``path`` may be replaced with ``overwrite=True``: an npsim trajectory file whose
+        writer is gone (not a directory, a device, a config file, or a file a live run is writing)."""
+        _check_replaceable(os.fspath(path))
 
     def _release(self) -> None:
         self._closed = True
@@ -519,6 +605,52 @@ class TrajectoryWriter:
         state = "closed" if self._closed else "open"
         return f"<TrajectoryWriter {self._path!r} ({state}, {self.n_steps} steps, {self.n_epochs} epochs)>"
 
+
+def _partial_name(path: str) -> str:
+    """Where :meth:`TrajectoryWriter.create` builds a file before renaming it into place."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.creating-{os.getpid()}")
+
+
+def _remove_stale_partials(path: str) -> None:
+    """Remove what creators of ``path`` that were killed left behind (their process is gone)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    prefix = f".{name}.creating-"
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry[len(prefix):]
+        if entry.startswith(prefix) and pid.isdigit() and not writer_alive(int(pid), socket.gethostname()):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, entry))
+
+
+def _check_replaceable(path: str) -> None:
+    """Refuse to replace anything but an npsim trajectory file whose writer is gone (``overwrite``)."""
+    if os.path.isdir(path):
+        raise OutputError(f"{path}: is a directory; --overwrite replaces only npsim trajectory files")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OutputError(f"{path}: is not a regular file; --overwrite replaces only npsim trajectory files")
+    if file_key(path) in OPEN_WRITERS:
+        raise TrajectoryBusy(f"{path}: a TrajectoryWriter in this process still has the file open")
+    with open(path, "rb") as fh:
+        head = fh.read(len(HDF5_SIGNATURE))
+    if head != HDF5_SIGNATURE:
+        raise OutputError(f"{path}: is not an npsim trajectory file (not HDF5); refusing to replace it")
+    try:
+        with open_read(path) as f:
+            check_layout(f, path)
+            status = attr_value(f.attrs.get("status"))
+            pid, host = attr_value(f.attrs.get("writer_pid")), attr_value(f.attrs.get("writer_host"))
+    except TrajectoryError as e:
+        raise OutputError(f"{path}: cannot be confirmed as an npsim trajectory file ({str(e).removeprefix(path + ': ')}); "
+                          f"refusing to replace it: delete it yourself if it is not needed") from None
+    if status == "running" and writer_alive(pid, host):
+        raise TrajectoryBusy(f"{path}: still being written by process {pid} on this host; refusing to replace it")
+
+
 class _RowBuffer:
     """Growable row buffer of one series (amortised O(1) append, no Python object per row)."""
 
@@ -537,6 +669,11 @@ class _RowBuffer:
             self._a = a
         self._a[self._n : self._n + k] = rows
         self._n += k
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the buffered rows."""
+        return self._n * self.dtype.itemsize * int(np.prod(self.shape, dtype=np.int64))
 
     def take(self) -> np.ndarray:
         """The buffered rows (a view, valid until the next append); empties the buffer."""

@@ -10,7 +10,9 @@ with a line asking to report it, and the exit status is 1.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from pathlib import Path
@@ -40,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="override the config's seed")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set rule.sigma=0.01 (repeatable)")
+    t.add_argument("--unset", action="append", default=[], metavar="KEY",
+                   help="remove a config key or table, so its default applies, e.g. --unset train.monitor (repeatable)")
     t.add_argument("--resume", metavar="RUN.h5", help="continue a killed or interrupted run from its checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     t.add_argument("--no-plot", action="store_true",
@@ -103,9 +107,9 @@ def _cmd_train(args) -> int:
 
     progress = not args.quiet
     if args.resume:
-        if args.config or args.overrides or args.seed is not None or args.backend or args.out:
+        if args.config or args.overrides or args.unset or args.seed is not None or args.backend or args.out:
             return _fail("--resume continues a run in its own file with its stored config; do not pass a config, "
-                         "--out, --set, --seed or --backend with it")
+                         "--out, --set, --unset, --seed or --backend with it")
         try:
             res = resume(args.resume, progress=progress)
         except Diverged as exc:
@@ -118,10 +122,10 @@ def _cmd_train(args) -> int:
             over.append(f"seed={args.seed}")
         if args.backend:
             over.append(f'backend="{args.backend}"')
-        if over:
-            cfg = apply_overrides(cfg, over)
+        if over or args.unset:
+            cfg = apply_overrides(cfg, over, args.unset)
         out = Path(args.out) if args.out else default_output(cfg)
-        if out.exists() and not args.overwrite:
+        if out.exists() and not out.is_dir() and not args.overwrite:
             return _fail(f"output file {out} exists; pass --overwrite to replace it, --out to choose another, "
                          f"or --resume {out} to continue it")
         try:
@@ -258,18 +262,34 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"npsim: warning: {message}", file=sys.stderr)
 
 
+def _stop_on_signals():
+    """SIGTERM (what SLURM, Dask and ``kill`` send) stops a command as Ctrl-C does: the run in progress
+    is marked interrupted and can be resumed. Returns the handlers to put back."""
+    from .errors import Interrupted
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM,)}
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import NpsimError, ParameterError
 
     args = _parser().parse_args(argv)
     old_show = warnings.showwarning
     warnings.showwarning = _show_warning
+    old_handlers = _stop_on_signals()
     try:
         return COMMANDS[args.command](args)
     except (NpsimError, ParameterError, FileExistsError) as exc:  # what the user gave cannot work: one line
         return _fail(str(exc))
-    except KeyboardInterrupt:
-        return _fail("interrupted; resume with npsim train --resume RUN.h5", 130)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+        return _fail(f"{what}; resume with npsim train --resume RUN.h5", 128 + signum)
     except BrokenPipeError:
         return 0
     except Exception:  # noqa: BLE001 - anything else is a bug in npsim: keep its traceback
@@ -279,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BUG
     finally:
         warnings.showwarning = old_show
+        for sig, old in old_handlers.items():
+            signal.signal(sig, old)
 
 
 if __name__ == "__main__":

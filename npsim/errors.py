@@ -17,7 +17,7 @@ from __future__ import annotations
 __all__ = [
     "NpsimError", "UsageError", "ParameterError", "ConfigError", "SweepError", "IncompatibleSettings", "DataError", "DataNotFound",
     "DataFormatError", "TrajectoryError", "TrajectoryBusy", "TrajectoryFinished", "TrajectoryNotFound", "NoCheckpoint",
-    "TrajectoryCorrupt", "BackendUnavailable", "Diverged", "OutputError", "ResourceError",
+    "TrajectoryCorrupt", "BackendUnavailable", "Diverged", "OutputError", "ResourceError", "Interrupted",
 ]
 
 
@@ -142,3 +142,11 @@ class OutputError(NpsimError, OSError):
 
 class ResourceError(NpsimError, MemoryError):
     """A run needs more memory (or disk) than the machine has."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal asked the process to stop (SIGINT, or SIGTERM as SLURM and Dask send); ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signum)

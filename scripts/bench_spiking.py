@@ -23,7 +23,7 @@ import tracemalloc
 import numpy as np
 
 from npsim.backend import get_backend
-from npsim.experiment.build import build_network
+from npsim.experiment.assemble import build_network
 from npsim.experiment.config import load_config, models_dir, rule_from_config
 from npsim.learn.optim import adam
 from npsim.learn.step import train_step, trainable

@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from npsim.experiment.build import build_network
+from npsim.experiment.assemble import build_network
 from npsim.experiment.config import ConfigError, load_config, parse_toml
 from npsim.io.data.synthetic import teacher_student
 from npsim.learn import alignment, make_rule

@@ -2,7 +2,7 @@
 
 import pytest
 
-from npsim.experiment.build import build_network
+from npsim.experiment.assemble import build_network
 from npsim.experiment.config import load_config, models_dir
 from npsim.io.data import DATASETS, canonical_name
 

@@ -37,8 +37,10 @@ def load(paths) -> list[Trajectory]:
         paths = [paths]
     return [p if isinstance(p, Trajectory) else read_trajectory(p, snapshots=False) for p in paths]
 
+
 def load_one(x) -> Trajectory:
     return x if isinstance(x, Trajectory) else read_trajectory(x, snapshots=False)
+
 
 def column(group: dict, name: str, ndim: int = 1) -> np.ndarray:
     """``group[name]`` as an array, or an empty float array (0 rows) if the series is absent."""
@@ -47,11 +49,14 @@ def column(group: dict, name: str, ndim: int = 1) -> np.ndarray:
         return np.empty((0,) * ndim, dtype=np.float64)
     return np.asarray(a)
 
+
 def last(a: np.ndarray) -> float:
     return float(a[-1]) if len(a) else math.nan
 
+
 def n_rows(group: dict) -> int:
     return next((len(v) for v in group.values()), 0)
+
 
 def n_layers(traj: Trajectory) -> int:
     for name in ("alignment", "update_norm"):
@@ -60,6 +65,7 @@ def n_layers(traj: Trajectory) -> int:
             return int(a.shape[1])
     sizes = traj.attrs.get("sizes")
     return max(0, len(np.atleast_1d(sizes)) - 1) if sizes is not None else 0
+
 
 def stored_config(traj: Trajectory) -> dict:
     """The run's stored TOML config as a dict ({} if absent or unparsable)."""
@@ -71,6 +77,7 @@ def stored_config(traj: Trajectory) -> dict:
     except tomllib.TOMLDecodeError:
         return {}
 
+
 def nan_mean(a: np.ndarray, axis: int = 0) -> np.ndarray:
     """Mean over ``axis`` ignoring NaN; NaN where nothing is finite (no warning)."""
     a = np.asarray(a, dtype=np.float64)
@@ -79,6 +86,7 @@ def nan_mean(a: np.ndarray, axis: int = 0) -> np.ndarray:
     s = np.where(ok, a, 0.0).sum(axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+
 
 def running_mean(x: np.ndarray, window: int) -> np.ndarray:
     """Trailing running mean of ``x`` (shape (n,) or (n, k)) over ``window`` rows, NaN-aware.
@@ -100,8 +108,10 @@ def running_mean(x: np.ndarray, window: int) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, s / np.maximum(n, 1), np.nan)
 
+
 def smoothing_window(n: int) -> int:
     return max(1, int(round(n * SMOOTH_FRACTION)))
+
 
 def _measured_alignment(traj: Trajectory) -> tuple[np.ndarray, np.ndarray]:
     """(step index (m,), alignment (m, L)) of the rows where alignment was measured."""
@@ -115,6 +125,7 @@ def _measured_alignment(traj: Trajectory) -> tuple[np.ndarray, np.ndarray]:
         step = np.arange(len(a))
     return step[keep].astype(np.int64), a[keep]
 
+
 def alignment_tail(traj: Trajectory) -> tuple[np.ndarray, int]:
     """Per-layer mean alignment over the last ALIGNMENT_TAIL of measured rows, and how many rows were measured."""
     _, a = _measured_alignment(traj)
@@ -123,6 +134,7 @@ def alignment_tail(traj: Trajectory) -> tuple[np.ndarray, int]:
         return np.full(a.shape[1], np.nan), 0
     k = max(1, math.ceil(ALIGNMENT_TAIL * m))
     return nan_mean(a[-k:], axis=0), m
+
 
 def _wall_time(traj: Trajectory) -> float:
     """Seconds of training, summed over the segments of a resumed run.
@@ -150,6 +162,7 @@ def _wall_time(traj: Trajectory) -> float:
                 ends[seg[r]] = max(ends[seg[r]], w)
     return float(np.nansum(ends))
 
+
 def _steps_per_epoch(traj: Trajectory) -> float | None:
     """Updates per epoch, from the epoch rows, the step rows or the stored config (None if unknown)."""
     e, s = column(traj.epochs, "epoch"), column(traj.epochs, "step")
@@ -168,6 +181,7 @@ def _steps_per_epoch(traj: Trajectory) -> float | None:
     except (KeyError, TypeError, ValueError):
         pass
     return None
+
 
 def summary(traj) -> dict:
     """One run's key numbers.
@@ -216,9 +230,11 @@ def summary(traj) -> dict:
         "path": traj.path,
     }
 
+
 def table(paths_or_trajs) -> list[dict]:
     """One :func:`summary` dict per run, in the order given (a tidy table: rows = runs)."""
     return [summary(t) for t in load(paths_or_trajs)]
+
 
 def curves(traj) -> dict[str, np.ndarray]:
     """A run's series, ready to plot.
@@ -259,6 +275,7 @@ def curves(traj) -> dict[str, np.ndarray]:
                           else np.empty((0, L)))
     out["alignment_step"], out["alignment"] = _measured_alignment(traj)
     return out
+
 
 def layer_labels(traj: Trajectory, L: int) -> list[str]:
     sizes = np.atleast_1d(traj.attrs.get("sizes", []))

@@ -34,13 +34,16 @@ def load_sweep(path) -> list[dict]:
     """
     return read_index(path)[1]
 
+
 def sweep_keys(rows: list[dict]) -> list[str]:
     """The swept keys of index rows (every column but the index's own), in column order."""
     own = {"run", "file", "path", *INDEX_COLUMNS}
     return [k for k in rows[0] if k not in own] if rows else []
 
+
 def _rows(rows_or_path) -> list[dict]:
     return load_sweep(rows_or_path) if isinstance(rows_or_path, (str, os.PathLike)) else list(rows_or_path)
+
 
 def _ci(values, confidence: float) -> tuple[int, float, float, float, float]:
     """(n, mean, sd, low, high) of the finite values: Student-t interval for the mean (NaN sd/CI if n < 2)."""
@@ -57,6 +60,7 @@ def _ci(values, confidence: float) -> tuple[int, float, float, float, float]:
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
     return n, mean, sd, mean - half, mean + half
 
+
 def _groups(rows: list[dict], by: list[str]) -> list[tuple[dict, list[dict]]]:
     """Rows grouped by their values of ``by``, groups in order of first appearance."""
     out: dict[str, tuple[dict, list[dict]]] = {}
@@ -65,6 +69,7 @@ def _groups(rows: list[dict], by: list[str]) -> list[tuple[dict, list[dict]]]:
         key = repr([values[k] for k in by])
         out.setdefault(key, (values, []))[1].append(r)
     return list(out.values())
+
 
 def aggregate(rows, by=None, *, metrics=SWEEP_METRICS, confidence: float = 0.95) -> list[dict]:
     """Mean and confidence interval over seeds of a sweep's metrics, per parameter set.
@@ -104,6 +109,7 @@ def aggregate(rows, by=None, *, metrics=SWEEP_METRICS, confidence: float = 0.95)
         g["wall_time_mean"] = _ci([r.get("wall_time") for r in done], confidence)[1]
         out.append(g)
     return out
+
 
 def sweep_curves(rows, by=None, *, metric: str = "test_accuracy", confidence: float = 0.95) -> list[dict]:
     """Per-epoch mean and confidence band over seeds of an epoch series, per parameter set.
@@ -147,6 +153,7 @@ def sweep_curves(rows, by=None, *, metric: str = "test_accuracy", confidence: fl
         out.append(g)
     return out
 
+
 def short_keys(keys: list[str]) -> dict[str, str]:
     """Readable labels of dotted keys: the last part (``rule.name`` -> ``rule``), the full key where ambiguous."""
     def short(k):
@@ -159,6 +166,7 @@ def short_keys(keys: list[str]) -> dict[str, str]:
         counts[v] = counts.get(v, 0) + 1
     return {k: (v if counts[v] == 1 else k) for k, v in labels.items()}
 
+
 def value_label(v) -> str:
     if isinstance(v, float):
         return f"{v:g}"
@@ -166,8 +174,10 @@ def value_label(v) -> str:
         return "true" if v else "false"
     return str(v)
 
+
 def group_label(g: dict, keys: list[str], short: dict[str, str]) -> str:
     return ", ".join(f"{short[k]}={value_label(g[k])}" for k in keys) if keys else "all runs"
+
 
 def sweep_name(path) -> str:
     folder = index_path(path).parent
@@ -178,6 +188,7 @@ def sweep_name(path) -> str:
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             pass
     return folder.name
+
 
 def sweep_groups(path, confidence: float):
     """(rows, swept keys, their short labels, per-parameter-set aggregates) of a sweep with runs."""

@@ -37,6 +37,7 @@ def fmt(x, spec: str = ".4f", missing: str = "-") -> str:
         return str(x)
     return format(x, spec)
 
+
 def fmt_duration(s: float) -> str:
     if s is None or not math.isfinite(s):
         return "-"
@@ -45,6 +46,7 @@ def fmt_duration(s: float) -> str:
     if s < 3600:
         return f"{s / 60:.1f} min"
     return f"{s / 3600:.2f} h"
+
 
 def _status_text(traj: Trajectory) -> str:
     a, status = traj.attrs, traj.status
@@ -58,6 +60,7 @@ def _status_text(traj: Trajectory) -> str:
     if a.get("finished"):
         text += f" ({a['finished']})"
     return text
+
 
 def info_text(path) -> str:
     """What ``npsim info RUN.h5`` prints: a readable multi-line summary of one run.
@@ -128,9 +131,11 @@ def info_text(path) -> str:
     width = max(len(k) for k, _ in lines) + 1
     return "\n".join(f"{k + ':':<{width}} {v}" for k, v in lines)
 
+
 def _sort_key(row: dict):
     b = row["best_test_accuracy"]
     return -b if b is not None and math.isfinite(b) else math.inf
+
 
 def compare_text(paths) -> str:
     """What ``npsim compare`` prints: an aligned table, one row per run, best test accuracy first.
@@ -165,6 +170,7 @@ def compare_text(paths) -> str:
     out += [line(b) for b in body]
     return "\n".join(out)
 
+
 def recordings_of(x) -> tuple[Recordings, Trajectory | None]:
     """(monitors, trajectory or None) of a path, Trajectory or Recordings; ValueError if the run has none."""
     if isinstance(x, Recordings):
@@ -174,6 +180,7 @@ def recordings_of(x) -> tuple[Recordings, Trajectory | None]:
         raise UsageError(f"{traj.path}: the run has no spike/voltage monitors")
     return traj.monitors, traj
 
+
 def recorded_layer_label(traj: Trajectory | None, l: int) -> str:
     """``layer l+1 (n_in→n_out)`` for the 0-based layer index ``l`` (as panels c, d of :func:`plot_runs`)."""
     if traj is not None:
@@ -182,9 +189,11 @@ def recorded_layer_label(traj: Trajectory | None, l: int) -> str:
             return layer_labels(traj, L)[l]
     return f"layer {l + 1}"
 
+
 def samples_text(samples: np.ndarray, limit: int = 6) -> str:
     idx = [f"#{int(i)}" for i in samples[:limit]]
     return ", ".join(idx) + (", ..." if len(samples) > limit else "")
+
 
 def monitors_text(traj) -> str:
     """One line describing a run's spike/voltage monitors ("none" if it has none).
@@ -207,12 +216,14 @@ def monitors_text(traj) -> str:
     return (f"{'; '.join(parts)}; {S} test sample{'s' if S != 1 else ''} ({samples_text(m.samples)}), "
             f"T = {m.steps} steps of {m.dt:g} ms, after epoch {m.epoch}")
 
+
 def plus_minus(mean: float, low: float, high: float, spec: str = ".4f") -> str:
     if not math.isfinite(mean):
         return "-"
     if not math.isfinite(low):
         return format(mean, spec)
     return f"{format(mean, spec)} \u00b1 {format((high - low) / 2, spec)}"
+
 
 def sweep_text(path, *, confidence: float = 0.95) -> str:
     """What ``npsim compare SWEEP`` prints: one line per parameter set, best mean final test accuracy first.

@@ -3,7 +3,7 @@
 config -> (data, network, rule, optimizer) -> train loop -> trajectory file (docs/design.md §5).
 """
 
-from .build import Experiment, build, build_network
+from .assemble import Experiment, build, build_network
 from .config import (
     DEFAULT_CONFIG,
     Config,

@@ -15,12 +15,14 @@ from ..backend import Backend, get_backend
 from ..errors import IncompatibleSettings
 from ..io.data import DATASETS, Dataset, canonical_name, load_dataset
 from ..learn.optim import OPTIMIZER_SETTINGS, cosine_decay, make_optimizer
+from ..learn.rules import Decorrelate
 from ..learn.rules import split_name as split_rule_name
 from ..model.catalog import make_node
 from ..model.layers import Conv2D, Dense
 from ..model.losses import make_loss
 from ..model.network import Network
 from .config import Config, rule_from_config
+from .resources import check_memory, estimate_memory
 
 __all__ = ["Experiment", "build", "build_network"]
 
@@ -39,6 +41,7 @@ class Experiment:
     y_train: object = None
     x_test: object = None
     y_test: object = None
+
 
 def build_network(cfg: Config, n_in: int, n_out: int) -> Network:
     nc = cfg.network
@@ -74,13 +77,33 @@ def build_network(cfg: Config, n_in: int, n_out: int) -> Network:
         raise IncompatibleSettings(f"train.freeze: no layer {bad[0]}; the network has layers 0 to "
                                    f"{net.n_layers - 1}")
     mon = cfg.train.monitor
-    if mon is not None and net.temporal:  # simulation and monitor are unused without temporal layers
+    if mon is not None and not net.temporal:
+        raise IncompatibleSettings("train.monitor records spikes and membrane potentials of time-stepped layers; "
+                                   "this network has none, so it would record nothing: remove [train.monitor] "
+                                   "(on the command line: --unset train.monitor)")
+    if mon is not None:
         temporal = [i for i, layer in enumerate(net.layers) if layer.node.temporal]
         bad = [l for l in mon.layers if l not in temporal]
         if bad:
             raise IncompatibleSettings(f"train.monitor.layers: {bad} are not temporal layers; temporal layers: "
                                        f"{temporal}")
     return net
+
+
+def _check_decorrelation_rows(cfg: Config, net: Network, rule) -> None:
+    """rule.decorrelation_rows must subsample some layer's rows, else it does nothing."""
+    rows = cfg.rule.decorrelation_rows
+    if rows is None or not isinstance(rule, Decorrelate):
+        return
+    per_layer = [cfg.train.batch_size * (layer.n_units // layer.channels if isinstance(layer, Conv2D) else 1)
+                 for i, layer in enumerate(net.layers) if layer.decorrelate]
+    if per_layer and rows >= max(per_layer):
+        raise IncompatibleSettings(
+            f"rule.decorrelation_rows = {rows} is not fewer than the rows an update has ({max(per_layer)}: "
+            f"train.batch_size {cfg.train.batch_size}" + (", times the positions of a convolution" if any(
+                isinstance(layer, Conv2D) for layer in net.layers) else "") + "), so it would change nothing; "
+            "lower it or leave it out")
+
 
 def _input_shape(cfg: Config, n_in: int) -> tuple[int, int, int]:
     """(C, H, W) of the input images: network.input_shape, else the data set's known image shape."""
@@ -100,6 +123,7 @@ def _input_shape(cfg: Config, n_in: int) -> tuple[int, int, int]:
                                    f"data have {n_in} features")
     return shape
 
+
 def build(cfg: Config, *, data: Dataset | None = None) -> Experiment:
     """Build data, network, rule and optimizer from a validated config (IncompatibleSettings on bad combinations)."""
     be = get_backend(cfg.backend, cfg.dtype)
@@ -111,6 +135,9 @@ def build(cfg: Config, *, data: Dataset | None = None) -> Experiment:
     if cfg.train.batch_size > ds.n_train:
         raise IncompatibleSettings(f"train.batch_size {cfg.train.batch_size} exceeds the {ds.n_train} training "
                                    f"samples")
+    _check_decorrelation_rows(cfg, net, rule)
+    check_memory(estimate_memory(net, rule, batch_size=cfg.train.batch_size, n_train=ds.n_train, n_test=ds.n_test,
+                                 n_features=ds.n_features, dtype=cfg.dtype), f"{cfg.name} ({net.describe()})")
     oc = cfg.optimizer
     lr = oc.lr
     if oc.schedule == "cosine":

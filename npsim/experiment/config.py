@@ -23,8 +23,16 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import tomli_w
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import ConfigError, IncompatibleSettings, ParameterError
 from ..learn.optim import AdamSettings, Beta, LearningRate, Momentum, SGDSettings
@@ -56,7 +64,7 @@ from ..params import (
 )
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_config", "parse_toml", "apply_overrides", "models_dir",
-           "DEFAULT_CONFIG", "PATH_KEYS", "rule_from_config"]
+           "DEFAULT_CONFIG", "PATH_KEYS", "UNSET", "rule_from_config"]
 
 #: config keys holding file paths; a relative value is relative to the file that gives it
 PATH_KEYS = ("data.path", "network.noise.path")
@@ -146,8 +154,8 @@ class TrainConfig(Strict):
 
 
 class Config(Strict):
-    name: str = "run"
-    seed: int = 0
+    name: str = Field(default="run", min_length=1, max_length=200)  # the run's file name stem
+    seed: NonNegativeInt = 0
     backend: Literal["numpy", "cupy"] = "numpy"
     dtype: Literal["float32", "float64"] = "float32"
     data: DataConfig = DataConfig()
@@ -155,6 +163,13 @@ class Config(Strict):
     rule: RuleConfig = RuleConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     train: TrainConfig = TrainConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, v: str) -> str:
+        if v in (".", "..") or any(c in v for c in "/\\\0"):
+            raise ValueError("must be usable as a file name (no '/', '\\', NUL, and not '.' or '..')")
+        return v
 
     def to_toml(self) -> str:
         """The full config (defaults included) as TOML text, loadable by :func:`parse_config`."""
@@ -167,6 +182,10 @@ class Config(Strict):
         return parse_config(d, source)
 
 
+#: an override value that removes the key (its default applies again): ``--unset KEY``
+UNSET = object()
+
+
 def _set_path(d: dict, key: str, value, source: str):
     parts = key.split(".")
     cur = d
@@ -175,7 +194,10 @@ def _set_path(d: dict, key: str, value, source: str):
         if not isinstance(nxt, dict):
             raise ConfigError(f"{source}: '{key}': '{p}' is not a table")
         cur = nxt
-    cur[parts[-1]] = value
+    if value is UNSET:
+        cur.pop(parts[-1], None)
+    else:
+        cur[parts[-1]] = value
 
 
 def _key(loc) -> str:
@@ -253,7 +275,14 @@ def _check_components(cfg: Config, source: str) -> None:
         _delegate(lambda: make_node(name, **nc.node_params), source, {"name": where}, "network.node_params")
     _delegate(lambda: make_node(nc.output, **nc.output_params), source, {"name": "network.output"},
               "network.output_params")
-    _delegate(lambda: rule_from_config(cfg.rule), source, RULE_KEYS, "rule")
+    rule = _delegate(lambda: rule_from_config(cfg.rule), source, RULE_KEYS, "rule")
+    base = getattr(rule, "inner", rule)
+    resolution = float(np.finfo(cfg.dtype).eps)
+    if hasattr(base, "sigma") and getattr(base, "noise", "injected") == "injected" and base.sigma <= resolution:
+        raise ConfigError(f"{source}: key 'rule.sigma': {base.sigma!r} is below the resolution of {cfg.dtype} "
+                          f"({resolution:.2g}): an activity of order 1 plus the perturbation rounds back to itself, "
+                          f"so every loss difference and update would be zero; use a larger sigma or dtype = "
+                          f"'float64'")
 
 
 #: parameters of the rule components -> their keys in ``[rule]``
@@ -338,8 +367,14 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def apply_overrides(cfg: Config, items: list[str]) -> Config:
-    return cfg.with_overrides(dict(parse_override(i) for i in items), source="--set")
+def apply_overrides(cfg: Config, items: list[str], unset: list[str] = ()) -> Config:
+    """``cfg`` with the ``--set KEY=VALUE`` items applied and the ``--unset KEY`` keys back at their defaults."""
+    overrides = dict(parse_override(i) for i in items)
+    for key in unset:
+        if not key or key.startswith(".") or key.endswith("."):
+            raise ConfigError(f"--unset {key!r}: expected a dotted config key, e.g. --unset train.monitor")
+        overrides[key] = UNSET
+    return cfg.with_overrides(overrides, source="--set")
 
 
 def models_dir() -> Path:

@@ -10,28 +10,40 @@ resumed run continues bit for bit as the uninterrupted one would have.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import platform
+import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
-from ..errors import Diverged, TrajectoryError
+from ..errors import (
+    Diverged,
+    NpsimError,
+    OutputError,
+    TrajectoryCorrupt,
+    TrajectoryError,
+    TrajectoryFinished,
+)
 from ..io.data import Dataset
-from ..io.trajectory import Series, TrajectoryWriter
+from ..io.outputs import check_output_file
+from ..io.trajectory import Series, TrajectoryWriter, read_attrs, read_checkpoint
 from ..learn.step import evaluate, train_step, trainable
 from ..model.network import Network, param_key
 from ..model.spiking import Monitor
-from .build import Experiment, build
+from .assemble import Experiment, build
 from .config import Config, parse_toml
 
 __all__ = ["run", "resume", "RunResult", "Diverged", "default_output", "epoch_order"]
 
 RNG_KEY = "rng/train"
+
 
 @dataclass
 class RunResult:
@@ -46,8 +58,10 @@ class RunResult:
     message: str = ""
     history: dict = field(default_factory=dict)
 
+
 def default_output(cfg: Config, runs_dir: str | Path = "runs") -> Path:
     return Path(runs_dir) / f"{cfg.name}-s{cfg.seed}.h5"
+
 
 def _series(net: Network):
     L = net.n_layers
@@ -77,12 +91,14 @@ def _series(net: Network):
     }
     return steps, epochs
 
+
 def _state_arrays(ex: Experiment, params: dict, opt_state: dict, rng) -> dict:
     be = ex.backend
     arrays = {f"params/{k}": be.to_numpy(v) for k, v in params.items()}
     arrays.update({f"optimizer/{k}": be.to_numpy(v) for k, v in opt_state.items()})
     arrays[RNG_KEY] = rng.state()
     return arrays
+
 
 def _versions() -> str:
     import h5py
@@ -91,6 +107,7 @@ def _versions() -> str:
     return (f"npsim {__version__}; python {platform.python_version()}; numpy {np.__version__}; "
             f"numba {numba.__version__}; h5py {h5py.__version__}")
 
+
 def run(cfg: Config, out: str | Path | None = None, *, overwrite: bool = False, progress: bool = True,
         data: Dataset | None = None, stop_after_steps: int | None = None) -> RunResult:
     """Train ``cfg`` from scratch, writing the trajectory to ``out`` (default ``runs/<name>-s<seed>.h5``).
@@ -98,9 +115,10 @@ def run(cfg: Config, out: str | Path | None = None, *, overwrite: bool = False, 
     stop_after_steps : stop (status "interrupted") after this many updates, as
         a kill would, but cleanly; used to test resume.
     """
+    path = check_output_file(out if out is not None else default_output(cfg), what="trajectory file")
+    if overwrite and path.exists():
+        TrajectoryWriter.check_replaceable(path)  # before any data are loaded
     ex = build(cfg, data=data)
-    path = Path(out) if out is not None else default_output(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ss = np.random.SeedSequence(cfg.seed)
     init_seed, train_seed = ss.spawn(2)
     params = ex.net.init(ex.backend.stream(init_seed), ex.backend, scheme=cfg.network.init)
@@ -114,6 +132,7 @@ def run(cfg: Config, out: str | Path | None = None, *, overwrite: bool = False, 
         "sizes": np.asarray(ex.net.sizes, dtype=np.int64), "data": ex.data.name, "data_source": ex.data.source,
         "n_train": ex.data.n_train, "n_test": ex.data.n_test, "versions": _versions(),
         "diagnostics_every": cfg.train.diagnostics_every, "command": " ".join(sys.argv),
+        "data_fingerprint": data_fingerprint(ex.data),
     }
     if progress:
         print(f"npsim: training {cfg.name}: {ex.rule.name} on {ex.data.name} ({ex.data.n_train} samples), "
@@ -124,29 +143,59 @@ def run(cfg: Config, out: str | Path | None = None, *, overwrite: bool = False, 
     return _loop(ex, writer, params, opt_state, rng, epoch=0, batch=0, step=0, progress=progress,
                  stop_after_steps=stop_after_steps)
 
+
 def resume(path: str | Path, *, progress: bool = True, data: Dataset | None = None,
            stop_after_steps: int | None = None) -> RunResult:
-    """Continue the run stored in ``path`` from its last checkpoint."""
+    """Continue the run stored in ``path`` from its last checkpoint.
+
+    Everything the continuation needs (the stored config, the data, the
+    checkpoint's arrays and random state) is read and checked before the file
+    is opened for writing, so a resume that cannot start leaves the file as it was.
+    """
+    attrs = read_attrs(path)
+    if attrs.get("status") == "finished":
+        raise TrajectoryFinished(f"{path}: run already finished; nothing to resume")
+    config = attrs.get("config")
+    if not isinstance(config, str):
+        raise TrajectoryCorrupt(f"{path}: the root attribute 'config' is missing or unreadable")
+    cfg = parse_toml(config, f"{path} (stored config)")
+    ex = build(cfg, data=data)
+    stored, found = attrs.get("data_fingerprint"), data_fingerprint(ex.data)
+    if stored is not None and stored != found:
+        raise TrajectoryError(
+            f"{path}: the data differ from those the run trained on: it used {attrs.get('data_source')} "
+            f"(fingerprint {stored}), this resume found {ex.data.source} (fingerprint {found}); make the same "
+            f"data set findable (data.path, NPSIM_DATA) and resume again")
+    _restore(ex, path, *read_checkpoint(path))  # checks the checkpoint fits, before anything is written
     writer, arrays, meta = TrajectoryWriter.resume(path)
     try:
-        cfg = parse_toml(writer.attrs["config"], f"{path} (stored config)")
-        ex = build(cfg, data=data)
-        be = ex.backend
-        params = {k.removeprefix("params/"): be.asarray(v, dtype=v.dtype) for k, v in arrays.items()
-                  if k.startswith("params/")}
-        opt_state = {k.removeprefix("optimizer/"): (be.asarray(v, dtype=v.dtype) if v.ndim else v)
-                     for k, v in arrays.items() if k.startswith("optimizer/")}
-        rng = be.stream(0)
-        try:
-            ex.net.check_params(params)
-            rng.set_state(arrays[RNG_KEY])
-        except (ValueError, KeyError) as exc:  # the checkpoint does not fit this run
-            raise TrajectoryError(f"{path}: its checkpoint cannot continue this run: {exc}") from None
+        params, opt_state, rng = _restore(ex, path, arrays, meta)
+        if writer.resume_note:
+            warnings.warn(f"{path}: {writer.resume_note}", RuntimeWarning, stacklevel=2)
     except BaseException as exc:  # the run did not start again: say so in the file, not "running"
         writer.finish("interrupted", message=f"resume failed: {exc}")
         raise
     return _loop(ex, writer, params, opt_state, rng, epoch=meta["epoch"], batch=meta["batch"], step=meta["step"],
                  progress=progress, stop_after_steps=stop_after_steps)
+
+
+def _restore(ex: Experiment, path, arrays: dict, meta: dict):
+    """(params, optimizer state, random stream) from a checkpoint; TrajectoryError if they do not fit the run."""
+    be = ex.backend
+    params = {k.removeprefix("params/"): be.asarray(v, dtype=v.dtype) for k, v in arrays.items()
+              if k.startswith("params/")}
+    opt_state = {k.removeprefix("optimizer/"): (be.asarray(v, dtype=v.dtype) if v.ndim else v)
+                 for k, v in arrays.items() if k.startswith("optimizer/")}
+    rng = be.stream(0)
+    try:
+        ex.net.check_params(params)
+        rng.set_state(arrays[RNG_KEY])
+        missing = [k for k in ("epoch", "batch", "step") if k not in meta]
+        if missing:
+            raise KeyError(f"counters {missing} missing")
+    except (ValueError, KeyError) as exc:  # the checkpoint does not fit this run
+        raise TrajectoryError(f"{path}: its checkpoint cannot continue this run: {exc}") from None
+    return params, opt_state, rng
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -177,6 +226,7 @@ def _eval_stream(ex: Experiment, epoch: int):
     """Evaluation's own random stream (stochastic node models), so evaluation never shifts training's stream."""
     return ex.backend.stream(np.random.SeedSequence([ex.config.seed, epoch, 0xE7A1]))
 
+
 def _evaluate_epoch(ex: Experiment, params: dict, epoch: int) -> dict:
     cfg = ex.config
     n_eval = ex.data.n_train if cfg.train.eval_train_samples is None else min(cfg.train.eval_train_samples,
@@ -185,6 +235,7 @@ def _evaluate_epoch(ex: Experiment, params: dict, epoch: int) -> dict:
     tr_loss, tr_acc = evaluate(ex.net, params, ex.x_train[:n_eval], ex.y_train[:n_eval], rng)
     te_loss, te_acc = evaluate(ex.net, params, ex.x_test, ex.y_test, rng)
     return {"train_loss": tr_loss, "train_accuracy": tr_acc, "test_loss": te_loss, "test_accuracy": te_acc}
+
 
 # the loop checks finiteness itself and stops a diverging run with a clear message
 @np.errstate(over="ignore", invalid="ignore", divide="ignore")
@@ -253,14 +304,41 @@ def _loop(ex: Experiment, writer: TrajectoryWriter, params, opt_state, rng, *, e
         writer.flush()
         writer.finish("failed", failed_step=step, message=str(exc))
         raise
-    except KeyboardInterrupt:
-        writer.finish("interrupted", message=f"interrupted by the user at step {step}")
+    except KeyboardInterrupt as exc:
+        by = "SIGTERM" if getattr(exc, "signum", None) == signal.SIGTERM else "the user"
+        _end(writer, "interrupted", f"interrupted by {by} at step {step}")
         raise
-    except BaseException:
-        writer.close()
+    except OutputError as exc:  # a full disk: what is flushed stays; the rows since the last checkpoint may not
+        _end(writer, "interrupted", str(exc), flush=False)
+        raise
+    except MemoryError as exc:
+        _end(writer, "interrupted", f"out of memory at step {step}: {exc}", flush=False)
+        raise
+    except Exception as exc:  # a bug: say so in the file rather than leave it "running"
+        _end(writer, "failed", f"internal error at step {step}: {type(exc).__name__}: {exc}")
         raise
     finally:
         bar.close()
+
+
+def _end(writer: TrajectoryWriter, status: str, message: str, *, flush: bool = True) -> None:
+    """Mark the file ended if the disk and the file allow it; never hide the error being handled."""
+    try:
+        writer.finish(status, message=message.replace("\n", " "), flush=flush)
+    except (NpsimError, OSError, RuntimeError, ValueError):
+        if not writer.closed:
+            writer.abandon()
+
+
+def data_fingerprint(ds: Dataset) -> str:
+    """A short hash of the arrays a run trains and evaluates on (after preprocessing), to recognise them again."""
+    h = hashlib.blake2b(digest_size=12)
+    for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
 
 def _record_monitors(ex: Experiment, params: dict, writer: TrajectoryWriter, epoch: int) -> None:
     """Spikes and potentials of the monitored layers on the first test samples (a clean pass)."""
@@ -278,6 +356,7 @@ def _record_monitors(ex: Experiment, params: dict, writer: TrajectoryWriter, epo
             m["threshold"] = float(node.threshold)
         monitors[layer] = m
     writer.write_monitors(monitors, dt=sim.dt, steps=sim.steps, samples=np.arange(n, dtype=np.int64), epoch=epoch)
+
 
 def _result(writer, status, epoch, step, last, t0, message) -> RunResult:
     writer.finish(status, **({"message": message} if message else {}))

@@ -76,6 +76,7 @@ def _cell(v) -> str:
         return json.dumps(v)
     return str(v)
 
+
 def _param_cell(v) -> str:
     """A swept value, exactly: floats as repr, lists and tables as JSON (read back by :func:`_parse_value`)."""
     if isinstance(v, bool):
@@ -85,6 +86,7 @@ def _param_cell(v) -> str:
     if isinstance(v, (list, dict)):
         return json.dumps(v)
     return "" if v is None else str(v)
+
 
 def write_index(path, rows: list[dict], keys: list[str]) -> Path:
     """Write the index CSV atomically (a temporary file, then ``os.replace``).
@@ -105,6 +107,7 @@ def write_index(path, rows: list[dict], keys: list[str]) -> Path:
     os.replace(tmp, path)
     return path
 
+
 def _parse_value(text: str):
     """An index cell back to a value: TOML literals (numbers, booleans, arrays), else the text."""
     if text == "":
@@ -117,11 +120,13 @@ def _parse_value(text: str):
     except tomllib.TOMLDecodeError:
         return text
 
+
 def _float(text: str) -> float:
     try:
         return float(text) if text != "" else math.nan
     except ValueError:
         return math.nan
+
 
 def read_index(path) -> tuple[list[str], list[dict]]:
     """Read a sweep index: (swept keys, rows).

@@ -4,7 +4,7 @@ Rules see the network only through its passes (docs/design.md §2); nothing
 here reads files or configs.
 """
 
-from .alignment import alignment
+from .diagnostics import alignment
 from .optim import (
     OPTIMIZERS,
     Optimizer,

@@ -17,7 +17,7 @@ import numpy as np
 from ..backend.memory import keep_freed_memory
 from ..model.losses import accuracy
 from ..model.network import Network, param_key
-from .alignment import alignment
+from .diagnostics import alignment
 from .optim import Optimizer
 from .rules import Rule
 

@@ -234,7 +234,6 @@ def _load_trace(path: str, dataset: str | None) -> np.ndarray:
     return arr
 
 
-
 class ReplayNoise(ActivityNoise):
     """Replay of a measured noise trace: a + scale·trace[(offset + k) mod len].
 
@@ -320,6 +319,7 @@ def _kind_defaults(table):
 #: What a ``[network.noise]`` table validates against: one of the models above, chosen by ``kind``.
 Noise = Annotated[Union[GaussianNoise, TelegraphNoise, KickNoise, ReplayNoise], Field(discriminator="kind"),
                   BeforeValidator(_kind_defaults)]
+
 
 def make_noise(table: dict) -> ActivityNoise:
     """The noise model a table ``{"kind": ..., **parameters}`` describes (kind defaults to "additive").

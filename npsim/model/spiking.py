@@ -203,6 +203,7 @@ class Monitor(Params):
     units: PositiveInt | None = None
     component: ClassVar[str] = "monitor"
 
+
 class _Membranes:
     """State and running sums of one temporal layer over a pass."""
 

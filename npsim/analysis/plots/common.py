@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import UsageError
+from ...errors import OutputError, UsageError
+from ...io.outputs import check_output_file
 
 __all__ = ["PLOT_SUFFIXES", "NO_ALIGNMENT", "GREY", "LAYER_STYLES", "plot_path", "new_figure", "palette", "shade",
            "legend_rows", "figure_legend", "note", "no_alignment_note", "save"]
@@ -26,7 +27,7 @@ def plot_path(out) -> Path:
     out = Path(out)
     if out.suffix.lower() not in PLOT_SUFFIXES:
         raise UsageError(f"{out}: plot file must end in {', '.join(PLOT_SUFFIXES)}")
-    return out
+    return check_output_file(out, what="plot")
 
 
 def new_figure(width: float, height: float):
@@ -86,6 +87,9 @@ def no_alignment_note(ax) -> None:
 
 def save(fig, out: Path) -> Path:
     """Write ``fig`` to ``out`` (format from the suffix), creating its folder."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, format=out.suffix.lower().lstrip("."))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=120, format=out.suffix.lower().lstrip("."))
+    except OSError as e:
+        raise OutputError(f"{out}: cannot write the plot ({e.strerror or e})") from None
     return out

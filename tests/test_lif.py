@@ -128,6 +128,11 @@ def test_membrane_kernel_matches_numpy_exactly(dtype, parallel):
 
 
 def test_results_do_not_depend_on_the_chunk_size(be32):
+    """The draws (input spikes, membrane noise) are the same whatever the chunking, by construction: exact.
+    The products of a chunk have as many rows as the chunk has steps, and a BLAS may round a product
+    differently with its shape (seen: 1.1e-7 relative on an AVX2 machine), so currents agree to float32
+    rounding and a spike may move where a membrane sits within rounding of the threshold: at most one
+    spike per 200 unit-samples, of one step's worth."""
     net = _spiking_net("poisson", noise=0.1, steps=30)
     params = net.init(be32.stream(0), be32)
     x, y = np.abs(be32.stream(1).normal((5, 12))), np.arange(5) % 3
@@ -136,8 +141,13 @@ def test_results_do_not_depend_on_the_chunk_size(be32):
         net.simulation = Simulation(steps=30, dt=1.0, encoding="poisson", chunk=chunk)
         outs.append(net.forward(params, x, y, rng=be32.stream(3)))
     for o in outs[1:]:
-        for u, v in zip(outs[0].post + outs[0].pre, o.post + o.pre):
-            np.testing.assert_array_equal(u, v)
+        np.testing.assert_array_equal(outs[0].inputs[0], o.inputs[0])  # the input spike trains
+        for u, v in zip(outs[0].pre, o.pre):
+            np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5)
+        for u, v in zip(outs[0].post[:-1], o.post[:-1]):  # spike rates
+            moved = np.abs(u - v) > 1e-6
+            assert moved.mean() <= 1 / 200 and np.all(np.abs(u - v)[moved] <= 1 / 30 + 1e-6)
+        np.testing.assert_allclose(outs[0].loss, o.loss, rtol=1e-3, atol=1e-4)
 
 
 def test_perturbed_pass_sees_the_same_input_spikes(be32):
@@ -149,7 +159,8 @@ def test_perturbed_pass_sees_the_same_input_spikes(be32):
     clean = net.forward(params, x, y, rng=rng)
     zero = [np.zeros((12, n), np.float32) for n in (16, 10, 3)]
     noisy = net.forward(params, x, y, rng=rng, perturb=zero, base=clean, repeats=2)
-    np.testing.assert_array_equal(noisy.loss, np.tile(clean.loss, 2))
+    # the stacked pass multiplies twice the rows: equal to the rounding a BLAS may do with the shape
+    np.testing.assert_allclose(noisy.loss, np.tile(clean.loss, 2), rtol=1e-6, atol=1e-7)
     other = net.forward(params, x, y, rng=rng)  # a new clean pass draws new spike trains
     assert other.seed != clean.seed and not np.array_equal(other.post[0], clean.post[0])
 

@@ -1,4 +1,4 @@
-"""The ``npsim`` command: train, resume, inspect, plot and compare runs, and run sweeps.
+"""The ``npsim`` command: train, resume, inspect, plot and compare runs, run sweeps, and export networks (NIR).
 
 Bad input (any :class:`~npsim.errors.NpsimError`) ends with one line
 ``npsim: error: ...`` and exit status 2; a run that diverges ends with exit
@@ -38,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
                        description="Train one config and write its trajectory to an HDF5 file.")
     t.add_argument("config", nargs="?", help="TOML config (default: models/default.toml)")
     t.add_argument("--out", help="trajectory file (default: runs/<name>-s<seed>.h5)")
-    t.add_argument("--backend", choices=["numpy", "cupy"], help="override the config's backend")
+    t.add_argument("--backend", choices=["numpy", "cupy", "array-api-strict"],
+                   help="override the config's backend (cupy: an NVIDIA GPU; array-api-strict: a strict CPU stand-in "
+                        "for one, for testing)")
     t.add_argument("--seed", type=int, help="override the config's seed")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set rule.sigma=0.01 (repeatable)")
@@ -84,6 +86,20 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--retry-failed", action="store_true", help="run failed runs again, from scratch")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and what would be done; run nothing")
     sw.add_argument("--quiet", action="store_true", help="no progress line")
+
+    ex = sub.add_parser("export", help="write a run's trained network as a NIR graph (snnTorch, Norse, Lava, ...)",
+                        description="Write the trained network of a trajectory file (its stored config and its newest "
+                                    "weights: the checkpoint, else the last snapshot) as a NIR graph (the "
+                                    "Neuromorphic Intermediate Representation; needs pip install \"npsim[nir]\"). "
+                                    "What NIR cannot express is refused with the layer named; the README section "
+                                    "'Export to and import from NIR' has the mapping.")
+    ex.add_argument("run", help="trajectory file")
+    ex.add_argument("--nir", required=True, metavar="FILE", help="NIR file to write (HDF5, e.g. net.nir)")
+    ex.add_argument("--epoch", type=int, metavar="N", help="export the weight snapshot taken after epoch N")
+    ex.add_argument("--drop-noise", action="store_true",
+                    help="export a network with intrinsic noise without it (the noise is described in the graph's "
+                         "metadata) instead of refusing it")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing NIR file")
 
     d = sub.add_parser("data", help="which data sets were found where")
     d.add_argument("name", nargs="*", help="data set names (default: all known)")
@@ -240,6 +256,19 @@ def _cmd_sweep(args) -> int:
     return 0 if n_fin == len(rows) else EXIT_RUN_FAILED
 
 
+def _cmd_export(args) -> int:
+    from .experiment.assemble import build_network
+    from .experiment.nir import export_trained, require_nir, stored_network
+
+    require_nir()  # a missing package is the first thing to say
+    cfg, n_in, n_out = stored_network(args.run)
+    net = build_network(cfg, n_in, n_out)
+    out, source = export_trained(net, args.run, args.nir, epoch=args.epoch, drop_noise=args.drop_noise,
+                                 overwrite=args.overwrite)
+    print(f"{net.describe()} ({source}) -> {out}")
+    return 0
+
+
 def _cmd_data(args) -> int:
     from .io.data import DATASETS, search_places
 
@@ -255,7 +284,7 @@ def _cmd_data(args) -> int:
 
 
 COMMANDS = {"train": _cmd_train, "info": _cmd_info, "plot": _cmd_plot, "compare": _cmd_compare, "data": _cmd_data,
-            "sweep": _cmd_sweep}
+            "sweep": _cmd_sweep, "export": _cmd_export}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -275,6 +304,16 @@ def _stop_on_signals():
     return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM,)}
 
 
+def _how_to_continue(args) -> str:
+    """What to type to continue the command ``args`` after an interruption."""
+    if args.command == "train":
+        path = args.resume or args.out
+        return f"resume with npsim train --resume {path or 'RUN.h5 (the file it was writing)'}"
+    if args.command == "sweep":
+        return "run the same npsim sweep command again: finished runs are kept and the others resume"
+    return "run the command again"
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import NpsimError, ParameterError
 
@@ -289,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
-        return _fail(f"{what}; resume with npsim train --resume RUN.h5", 128 + signum)
+        return _fail(f"{what}; {_how_to_continue(args)}", 128 + signum)
     except BrokenPipeError:
         return 0
     except Exception:  # noqa: BLE001 - anything else is a bug in npsim: keep its traceback

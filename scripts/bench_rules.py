@@ -176,10 +176,10 @@ def split_rule(name: str) -> tuple[str, bool]:
 
 
 def build_npsim(sizes, rule: str, dtype="float32", seed: int = 0, sigma: float = SIGMA,
-                decorrelation_lr: float = DECORRELATION_LR):
+                decorrelation_lr: float = DECORRELATION_LR, backend: str = "numpy"):
     """The benchmark MLP and rule in npsim. Returns (backend, net, rule, params)."""
     base, dec = split_rule(rule)
-    be = get_backend("numpy", dtype)
+    be = get_backend(backend, dtype)
     net = mlp(sizes, "leaky_relu", "linear", "cross_entropy", decorrelate=dec, slope=SLOPE)
     kw = {} if base == "bp" else {"sigma": sigma}
     r = make_rule(rule, decorrelation_lr=decorrelation_lr, **kw)
@@ -191,16 +191,23 @@ def build_npsim(sizes, rule: str, dtype="float32", seed: int = 0, sigma: float =
 class NpsimStep:
     """One npsim training step per call, carrying parameters and optimizer state along."""
 
-    def __init__(self, sizes, rule, x, y, seed: int = 0):
-        self.be, self.net, self.rule, self.params = build_npsim(sizes, rule, seed=seed)
+    def __init__(self, sizes, rule, x, y, seed: int = 0, backend: str = "numpy"):
+        self.be, self.net, self.rule, self.params = build_npsim(sizes, rule, seed=seed, backend=backend)
         self.opt = adam(LR)
         self.opt_state = self.opt.init(trainable(self.params))
         self.rng = self.be.stream(seed + 1)
-        self.x, self.y = self.be.asarray(x), np.asarray(y)
+        self.x, self.y = self.be.asarray(x), self.be.asarray(y, dtype=np.int64)
 
     def __call__(self):
         self.params, self.opt_state, _ = train_step(self.net, self.rule, self.opt, self.params,
                                                     self.opt_state, self.x, self.y, self.rng)
+
+    def sync(self):
+        """Wait for the device (a GPU runs asynchronously)."""
+        if self.be.name == "cupy":
+            import cupy
+
+            cupy.cuda.Device().synchronize()
 
 
 # --- (b) plain PyTorch -------------------------------------------------------------
@@ -218,18 +225,19 @@ class TorchNet:
     """
 
     def __init__(self, params: dict, sizes, rule: str, *, lr: float = LR, sigma: float = SIGMA,
-                 decorrelation_lr: float = DECORRELATION_LR, slope: float = SLOPE, noise=None):
+                 decorrelation_lr: float = DECORRELATION_LR, slope: float = SLOPE, noise=None, device="cpu"):
         self.base, self.decorrelate = split_rule(rule)
         self.L = len(sizes) - 1
         self.sizes = tuple(sizes)
         self.sigma, self.dec_lr, self.slope = sigma, decorrelation_lr, slope
-        t = lambda a: torch.from_numpy(np.array(a, copy=True))  # noqa: E731
+        self.device = device
+        t = lambda a: torch.from_numpy(np.array(a, copy=True)).to(device)  # noqa: E731
         self.W = [torch.nn.Parameter(t(params[f"layer{i}/W"])) for i in range(self.L)]
         self.b = [torch.nn.Parameter(t(params[f"layer{i}/b"])) for i in range(self.L)]
         self.R = [t(params[f"layer{i}/R"]) for i in range(self.L)] if self.decorrelate else None
         self.opt = torch.optim.Adam(self.W + self.b, lr=lr)
         dtype = self.W[0].dtype
-        self.noise = noise or (lambda rows, n: torch.randn(rows, n, dtype=dtype) * sigma)
+        self.noise = noise or (lambda rows, n: torch.randn(rows, n, dtype=dtype, device=device) * sigma)
         self.n_units = sum(self.sizes[1:])
 
     def act(self, a, layer):
@@ -347,24 +355,29 @@ class TorchNet:
         """Current parameters as numpy arrays under npsim's keys."""
         p = {}
         for i in range(self.L):
-            p[f"layer{i}/W"] = self.W[i].detach().numpy().copy()
-            p[f"layer{i}/b"] = self.b[i].detach().numpy().copy()
+            p[f"layer{i}/W"] = self.W[i].detach().cpu().numpy().copy()
+            p[f"layer{i}/b"] = self.b[i].detach().cpu().numpy().copy()
             if self.decorrelate:
-                p[f"layer{i}/R"] = self.R[i].numpy().copy()
+                p[f"layer{i}/R"] = self.R[i].cpu().numpy().copy()
         return p
 
 
 class TorchStep:
     """One PyTorch training step per call."""
 
-    def __init__(self, sizes, rule, x, y, seed: int = 0):
+    def __init__(self, sizes, rule, x, y, seed: int = 0, device="cpu"):
         _, _, _, params = build_npsim(sizes, rule, seed=seed)  # the same initial weights as npsim
         torch.manual_seed(seed)
-        self.model = TorchNet(params, sizes, rule)
-        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+        self.model = TorchNet(params, sizes, rule, device=device)
+        self.x, self.y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        self.device = device
 
     def __call__(self):
         self.model.step(self.x, self.y)
+
+    def sync(self):
+        if self.device != "cpu":
+            torch.cuda.synchronize()
 
 
 # --- (c) the GEMM floor -----------------------------------------------------------
@@ -448,15 +461,20 @@ def gemm_flops(shapes) -> int:
 class GemmStep:
     """All of a rule's products once per call, on preallocated float32 operands."""
 
-    def __init__(self, shapes, seed: int = 0):
+    def __init__(self, shapes, seed: int = 0, xp=np):
         rng = np.random.default_rng(seed)
-        self.ops = [(rng.standard_normal((m, k), dtype=np.float32),
-                     rng.standard_normal((k, n), dtype=np.float32),
-                     np.empty((m, n), dtype=np.float32)) for m, k, n, _ in shapes]
+        self.xp = xp
+        self.ops = [(xp.asarray(rng.standard_normal((m, k), dtype=np.float32)),
+                     xp.asarray(rng.standard_normal((k, n), dtype=np.float32)),
+                     xp.empty((m, n), dtype=np.float32)) for m, k, n, _ in shapes]
 
     def __call__(self):
         for a, b, c in self.ops:
-            np.matmul(a, b, out=c)
+            self.xp.matmul(a, b, out=c)
+
+    def sync(self):
+        if self.xp is not np:
+            self.xp.cuda.Device().synchronize()
 
 
 # --- timing and reporting ----------------------------------------------------------
@@ -477,9 +495,12 @@ def time_steps(impls: dict, warmup: int, repeats: int, steps: int) -> dict:
     for _ in range(repeats):
         for name, step in impls.items():
             gc.collect()
+            sync = getattr(step, "sync", None) or (lambda: None)
+            sync()
             t0 = time.perf_counter()
             for _ in range(steps):
                 step()
+            sync()  # a GPU runs asynchronously: the round ends when its work has
             times[name].append((time.perf_counter() - t0) / steps)
     return {name: statistics.median(t) for name, t in times.items()}
 
@@ -615,6 +636,9 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=positive, default=3, help="steps per timed repeat (default 3)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cpu: npsim on NumPy, torch and the floor on the CPU; cuda: npsim on CuPy, torch and "
+                        "the floor (CuPy products) on the GPU")
     p.add_argument("--markdown", default=str(DEFAULT_MARKDOWN),
                    help="write the tables here (default docs/benchmarks.md; '' writes nothing)")
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -635,10 +659,19 @@ def main(argv=None) -> int:
     if use_torch:
         torch.set_num_threads(threads)
     kept = keep_freed_memory()  # as npsim's training step does; set here so every implementation runs with it
+    if args.device == "cuda" and args.markdown == str(DEFAULT_MARKDOWN):
+        args.markdown = str(DEFAULT_MARKDOWN.with_name("benchmarks-gpu.md"))
     batches = sorted(set(args.batch))
     rules = list(dict.fromkeys(args.rules))
     sizes = args.sizes
     info = machine_info(threads, use_torch, kept)
+    if args.device == "cuda":
+        import cupy
+
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        info.append(f"GPU: {name}; cupy {cupy.__version__}, CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}"
+                    + (f"; torch CUDA {torch.version.cuda}" if use_torch else ""))
     arch = "-".join(map(str, sizes))
     print(f"npsim step benchmark: MLP {arch}, float32, Adam lr {LR:g}, sigma {SIGMA:g}, "
           f"warmup {args.warmup}, median of {args.repeats} x {args.steps} steps")
@@ -653,10 +686,11 @@ def main(argv=None) -> int:
         y = data_rng.integers(0, sizes[-1], size=B).astype(np.int64)
         res[B] = {}
         for r in rules:
-            impls = {"npsim": NpsimStep(sizes, r, x, y, args.seed)}
+            gpu = args.device == "cuda"
+            impls = {"npsim": NpsimStep(sizes, r, x, y, args.seed, backend="cupy" if gpu else "numpy")}
             if use_torch:
-                impls["torch"] = TorchStep(sizes, r, x, y, args.seed)
-            impls["floor"] = GemmStep(gemm_shapes(r, sizes, B), args.seed)
+                impls["torch"] = TorchStep(sizes, r, x, y, args.seed, device=args.device)
+            impls["floor"] = GemmStep(gemm_shapes(r, sizes, B), args.seed, xp=__import__("cupy") if gpu else np)
             res[B][r] = time_steps(impls, args.warmup, args.repeats, args.steps)
         head, rows = table_rows(B, res, rules, use_torch)
         tables[B] = (head, rows)

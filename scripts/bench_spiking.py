@@ -6,11 +6,14 @@ for T = 25, 50, 100, 200 (by default). Prints, per T, the median step time,
 time per time step, and the peak memory the step allocates (tracemalloc,
 which sees every NumPy buffer), each as a ratio to the smallest T.
 
-    python scripts/bench_spiking.py [--steps 25 50 100 200] [--batch 128] [--repeats 5]
+    python scripts/bench_spiking.py [--steps 25 50 100 200] [--batch 128] [--repeats 5] [--backend cupy]
 
 Memory should be flat in T (the time loop keeps only membrane state and
 running sums) and time at most linear in T. The last column times the same
 step with the membrane kernel parallel over samples (``simulation.parallel``).
+With ``--backend cupy`` the step runs on the GPU (the CUDA membrane kernel,
+one thread per sample and unit); peak memory and the parallel column are then
+left out (tracemalloc sees host memory only).
 """
 
 from __future__ import annotations
@@ -36,20 +39,29 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5, help="timed steps per T (median reported)")
     ap.add_argument("--config", default=str(models_dir() / "spiking-fmnist.toml"))
+    ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "array-api-strict"])
     args = ap.parse_args(argv)
 
     cfg = load_config(args.config)
-    be = get_backend("numpy", "float32")
+    be = get_backend(args.backend, "float32")
+    gpu = be.name == "cupy"
+
+    def sync():
+        if gpu:
+            import cupy
+
+            cupy.cuda.Device().synchronize()
+
     net = build_network(cfg, 784, 10)
     rule = rule_from_config(cfg.rule)
     stream = be.stream(0)
-    x = np.abs(stream.normal((args.batch, 784)))
-    y = np.arange(args.batch) % 10
+    x = be.xp.abs(stream.normal((args.batch, 784)))
+    y = be.asarray(np.arange(args.batch) % 10, dtype=np.int64)
     print(f"{net.describe()}\nrule {rule.name}, batch {args.batch}, median of {args.repeats} steps\n")
     rows = []
     for T in args.steps:
-        timings = {}
-        for parallel in (False, True):
+        timings, peak = {}, float("nan")
+        for parallel in (False,) if args.backend != "numpy" else (False, True):
             net.simulation = Simulation(**{**cfg.network.simulation.model_dump(), "steps": T, "parallel": parallel})
             params = net.init(be.stream(1), be)
             opt = adam(1e-3)
@@ -57,11 +69,14 @@ def main(argv=None) -> int:
             params, state, _ = train_step(net, rule, opt, params, state, x, y, rng)  # warm-up (compiles kernels)
             times = []
             for _ in range(args.repeats):
+                sync()
                 t0 = time.perf_counter()
                 params, state, _ = train_step(net, rule, opt, params, state, x, y, rng)
+                sync()
                 times.append(time.perf_counter() - t0)
             timings[parallel] = statistics.median(times)
-            if not parallel:
+            timings.setdefault(True, float("nan"))
+            if not parallel and args.backend == "numpy":
                 tracemalloc.start()
                 params, state, _ = train_step(net, rule, opt, params, state, x, y, rng)
                 peak = tracemalloc.get_traced_memory()[1]

@@ -98,7 +98,7 @@ def test_overwrite_refuses_what_is_not_a_trajectory(cfg_path, tmp_path, capsys):
 def test_overwrite_refuses_a_file_a_live_run_is_writing(cfg_path, tmp_path, capsys):
     live = tmp_path / "live.h5"
     long = tmp_path / "long.toml"
-    long.write_text(cfg_path.read_text().replace("epochs = 4", "epochs = 400"))
+    long.write_text(cfg_path.read_text().replace("epochs = 4", "epochs = 100000"))  # never ends by itself
     proc = subprocess.Popen([sys.executable, "-m", "npsim.cli", "train", str(long), "--out", str(live), "--quiet",
                              "--no-plot"], env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
@@ -282,7 +282,7 @@ def test_a_really_full_disk(cfg_path, tmp_path, capsys):
 
 def test_sigterm_marks_the_run_interrupted_and_it_resumes(cfg_path, tmp_path):
     long = tmp_path / "long.toml"
-    long.write_text(cfg_path.read_text().replace("epochs = 4", "epochs = 400"))
+    long.write_text(cfg_path.read_text().replace("epochs = 4", "epochs = 100000"))  # never ends by itself
     out = tmp_path / "term.h5"
     proc = subprocess.Popen([sys.executable, "-m", "npsim.cli", "train", str(long), "--out", str(out), "--quiet",
                              "--no-plot"], env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
@@ -294,7 +294,7 @@ def test_sigterm_marks_the_run_interrupted_and_it_resumes(cfg_path, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
-    assert stderr.strip().splitlines()[-1] == "npsim: error: terminated (SIGTERM); resume with npsim train --resume RUN.h5"
+    assert stderr.strip().splitlines()[-1] == f"npsim: error: terminated (SIGTERM); resume with npsim train --resume {out}"
     t = read_trajectory(out)
     assert t.status == "interrupted" and "SIGTERM" in t.attrs["message"]
     assert resume(out, progress=False, stop_after_steps=2).status == "interrupted"

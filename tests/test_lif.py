@@ -101,9 +101,11 @@ def test_numba_and_numpy_time_loops_are_identical(encoding, out, monkeypatch):
     assert traces[0][0].post[0].max() > 0  # the net is not silent
 
 
+@pytest.mark.parametrize("threshold", [1.0, -0.5])
 @pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_membrane_kernel_matches_numpy_exactly(dtype, parallel):
+def test_membrane_kernel_matches_numpy_exactly(dtype, parallel, threshold):
+    """Bit for bit, the sign of a reset to zero included (v·0 is −0 for a negative v above a negative threshold)."""
     rng = np.random.default_rng(0)
     rows, n, T = 33, 21, 40
     for const in (True, False):
@@ -115,15 +117,16 @@ def test_membrane_kernel_matches_numpy_exactly(dtype, parallel):
                                                                                 for _ in range(3)]
             spikes, vrec = np.zeros((T, rows, n), dtype), np.zeros((T, rows, n), dtype)
             if fn is kernels.membrane_run:
-                fn(I, noise, *st, spikes, vrec, alpha=np.exp(-0.1), beta=1 - np.exp(-0.1), threshold=1.0,
+                fn(I, noise, *st, spikes, vrec, alpha=np.exp(-0.1), beta=1 - np.exp(-0.1), threshold=threshold,
                    subtract=not const, n_ref=3, spiking=True, record=True, parallel=parallel)
             else:
                 t = np.dtype(dtype).type
-                fn(I, noise, *st, spikes, vrec, t(np.exp(-0.1)), t(1 - np.exp(-0.1)), t(1.0), not const, 3,
+                fn(I, noise, *st, spikes, vrec, t(np.exp(-0.1)), t(1 - np.exp(-0.1)), t(threshold), not const, 3,
                    True, True, True)
             outs.append(st + [spikes, vrec])
         for a, b in zip(*outs):
             np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
         assert outs[0][2].sum() > 0
 
 

@@ -70,5 +70,5 @@ def test_backend_errors():
     try:
         import cupy  # noqa: F401
     except ImportError:
-        with pytest.raises(BackendUnavailable, match="npsim\\[gpu\\]"):
+        with pytest.raises(BackendUnavailable, match="npsim\\[cuda12\\]"):
             get_backend("cupy")

@@ -1,11 +1,17 @@
 """Which array library runs the numbers, on which device, in which dtype.
 
-Everything outside :mod:`npsim.backend` talks to arrays through a
-:class:`Backend` (``be.xp`` is the array namespace, ``be.dtype`` the float
-type) and draws random numbers from a :class:`~npsim.backend.random.RandomStream`.
-Only this module decides between NumPy and CuPy (and the only place that
-imports CuPy), so the rest of the package never imports either directly for
-array creation.
+Everything outside :mod:`npsim.backend` creates arrays through a
+:class:`Backend` (``be.xp`` is the array API namespace, ``be.dtype`` the float
+type, ``be.device`` where arrays live) and draws random numbers from a
+:class:`~npsim.backend.random.RandomStream`. Only this module chooses between
+the libraries, and the only place that imports CuPy:
+
+* ``"numpy"`` — the CPU, with npsim's Numba kernels;
+* ``"cupy"`` — an NVIDIA GPU through CuPy, with numba-cuda kernels;
+* ``"array-api-strict"`` — array-api-strict on its non-default device
+  ``Device("device1")``: the CPU stand-in for a GPU that the test suite runs
+  the engine on, where any NumPy-only call or implicit host/device transfer
+  raises, as it would on a real device.
 """
 
 from __future__ import annotations
@@ -16,55 +22,76 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailable
+from .arrays import to_host
 from .random import RandomStream
 
 __all__ = ["Backend", "get_backend", "BACKENDS"]
 
-BACKENDS = ("numpy", "cupy")
+BACKENDS = ("numpy", "cupy", "array-api-strict")
 
 
 @dataclass(frozen=True)
 class Backend:
-    """An array namespace plus a floating dtype.
+    """An array namespace, a device on it and a floating dtype.
 
     Attributes
     ----------
-    name : "numpy" or "cupy".
-    xp : the array module (``numpy`` or ``cupy``).
-    dtype : the floating dtype every parameter and activity uses
-        (float32 by default, float64 for numerical checks).
+    name : "numpy", "cupy" or "array-api-strict".
+    xp : the array API namespace (array-api-compat's wrapper of NumPy or CuPy, or array_api_strict).
+    host_dtype : the floating dtype as a NumPy dtype (float32 by default, float64 for numerical checks).
+    device : the device arrays are created on (None: the namespace's default).
     """
 
     name: str
     xp: Any
-    dtype: np.dtype
+    host_dtype: np.dtype
+    device: Any = None
+
+    @property
+    def dtype(self):
+        """The floating dtype in the namespace (``xp.float32`` or ``xp.float64``)."""
+        return self.xp_dtype(self.host_dtype)
+
+    def xp_dtype(self, dtype):
+        """The namespace's dtype of the NumPy dtype ``dtype`` (e.g. int64, bool)."""
+        return getattr(self.xp, "bool" if np.dtype(dtype) == np.bool_ else np.dtype(dtype).name)
 
     def asarray(self, a, dtype=None):
-        """Move ``a`` onto this backend's device, cast to ``dtype`` (default: ``self.dtype``)."""
-        return self.xp.asarray(a, dtype=self.dtype if dtype is None else dtype)
+        """``a`` (host data or an array of this backend) on this backend's device, as ``dtype``
+        (a NumPy dtype or name; default: the float type)."""
+        dt = self.host_dtype if dtype is None else np.dtype(dtype)
+        if isinstance(a, (np.ndarray, np.generic, list, tuple, int, float)):
+            a = np.asarray(a, dtype=dt)  # host data: converted on the host (no copy when it already fits)
+            if self.name == "numpy":
+                return a
+        return self.xp.asarray(a, dtype=self.xp_dtype(dt), device=self.device)
 
     def to_numpy(self, a) -> np.ndarray:
         """Copy ``a`` to a host NumPy array (no copy for NumPy input)."""
-        if self.name == "cupy":
-            return a.get()
-        return np.asarray(a)
+        return to_host(a)
 
     def zeros(self, shape, dtype=None):
-        return self.xp.zeros(shape, dtype=self.dtype if dtype is None else dtype)
+        return self.xp.zeros(shape, dtype=self.dtype if dtype is None else self.xp_dtype(dtype), device=self.device)
 
     def eye(self, n, dtype=None):
-        return self.xp.eye(n, dtype=self.dtype if dtype is None else dtype)
+        return self.xp.eye(n, dtype=self.dtype if dtype is None else self.xp_dtype(dtype), device=self.device)
 
     def stream(self, seed) -> RandomStream:
         """A new random stream on this backend seeded by ``seed`` (int or SeedSequence)."""
         return RandomStream(self, seed)
 
     @property
-    def device(self) -> str:
+    def device_name(self) -> str:
+        """The device in words, for the trajectory file: "cpu", "cuda:0 NVIDIA H200", ..."""
         if self.name == "cupy":
-            dev = self.xp.cuda.Device()
-            props = self.xp.cuda.runtime.getDeviceProperties(dev.id)
-            return f"cuda:{dev.id} {props['name'].decode()}"
+            import cupy  # noqa: PLC0415
+
+            dev = cupy.cuda.Device()
+            props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+            name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+            return f"cuda:{dev.id} {name}"
+        if self.name == "array-api-strict":
+            return f"cpu (array-api-strict {self.device})"
         return "cpu"
 
 
@@ -72,25 +99,37 @@ def get_backend(name: str = "numpy", dtype="float32") -> Backend:
     """Return the backend called ``name`` with floating type ``dtype``.
 
     Raises ``ValueError`` for an unknown name or dtype and
-    :class:`BackendUnavailable` when CuPy or a GPU is missing.
+    :class:`~npsim.errors.BackendUnavailable` when CuPy, a GPU or array-api-strict is missing.
     """
     dt = np.dtype(dtype)
     if dt not in (np.dtype("float32"), np.dtype("float64")):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     if name == "numpy":
-        return Backend("numpy", np, dt)
+        import array_api_compat.numpy as xp  # noqa: PLC0415
+
+        return Backend("numpy", xp, dt)
     if name == "cupy":
         try:
             import cupy  # noqa: PLC0415 - the one place cupy is imported
         except ImportError as exc:
             raise BackendUnavailable(
-                "backend 'cupy' needs CuPy: install it with pip install 'npsim[gpu]'"
+                "backend 'cupy' needs CuPy and numba-cuda: install them with pip install 'npsim[cuda12]' "
+                "(or 'npsim[cuda13]')"
             ) from exc
         try:
             n = cupy.cuda.runtime.getDeviceCount()
-        except Exception as exc:  # CUDA driver missing or broken
+        except Exception as exc:  # noqa: BLE001 - CUDA driver missing or broken
             raise BackendUnavailable(f"backend 'cupy': no usable CUDA device ({exc})") from None
         if n == 0:
             raise BackendUnavailable("backend 'cupy': no CUDA device found")
-        return Backend("cupy", cupy, dt)
+        import array_api_compat.cupy as xp  # noqa: PLC0415
+
+        return Backend("cupy", xp, dt, cupy.cuda.Device())
+    if name == "array-api-strict":
+        try:
+            import array_api_strict as xp  # noqa: PLC0415
+        except ImportError as exc:
+            raise BackendUnavailable("backend 'array-api-strict' needs array-api-strict: pip install "
+                                     "array-api-strict (it comes with npsim's test extra)") from exc
+        return Backend("array-api-strict", xp, dt, xp.Device("device1"))
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,12 +1,13 @@
-"""Seeded random streams whose exact state can be saved and restored."""
+"""Seeded random streams whose exact state can be saved and restored, on any backend."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import BackendUnavailable
+from .arrays import host_dtype
 from .kernels import use_numba
 from .kernels.normal import standard_normal
+from .kernels.uniform import standard_uniform
 
 __all__ = ["RandomStream"]
 
@@ -14,47 +15,61 @@ __all__ = ["RandomStream"]
 class RandomStream:
     """A seeded random stream whose exact state can be saved and restored.
 
-    Gaussian draws (the noise of every rule and node model) come from npsim's
-    counter-based ziggurat (:mod:`npsim.backend.kernels.normal`, a Numba kernel with a
-    bit-identical NumPy twin): one stream of draws under a key, consumed in
-    order. Everything else (uniforms, integers, permutations) and the key come
-    from ``numpy.random.Generator(PCG64)``. ``state()`` returns a small
-    ``uint64`` array; ``set_state`` puts it back, so a resumed run draws
-    exactly the numbers an uninterrupted run would have drawn.
+    Gaussian and uniform draws (the noise of every rule, node model and spike
+    encoder) are counter-based: draw i of a stream is a function of (key, i)
+    only (:mod:`npsim.backend.kernels.normal`, :mod:`npsim.backend.kernels.uniform`),
+    computed by a Numba kernel on the CPU, a CUDA kernel on a GPU, and a NumPy
+    twin, all bit-identical, so a GPU run draws exactly the noise a CPU run
+    draws. Gaussian and uniform draws share one counter (they hash it
+    differently). Integers and permutations (offsets, seeds of sub-streams,
+    shuffles: host numbers) and the key come from
+    ``numpy.random.Generator(PCG64)``. ``state()`` returns a small ``uint64``
+    array; ``set_state`` puts it back, so a resumed run draws exactly the
+    numbers an uninterrupted run would have drawn.
     """
 
     def __init__(self, backend, seed):
         self.backend = backend
-        if backend.name != "numpy":
-            raise BackendUnavailable(f"random streams for backend {backend.name!r} are not available")
         ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
         self._gen = np.random.Generator(np.random.PCG64(ss))
         self._normal_key = int(self._gen.integers(0, 2**64, dtype=np.uint64))
         self._normal_count = 0
 
     # -- draws ------------------------------------------------------------
+    def _draw(self, kind: str, shape, dtype):
+        dt = self.backend.host_dtype if dtype is None else host_dtype(dtype)
+        if dt not in (np.float32, np.float64):
+            raise ValueError(f"{kind}: dtype must be float32 or float64, got {dt}")
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+        n = int(np.prod(shape, dtype=np.int64))
+        be = self.backend
+        if be.name == "cupy":
+            from .kernels import cuda  # noqa: PLC0415 - only with a GPU
+
+            fn = cuda.standard_normal if kind == "normal" else cuda.standard_uniform
+            z = fn(self._normal_key, n, dt, start=self._normal_count)
+        else:
+            fn = standard_normal if kind == "normal" else standard_uniform
+            z = fn(self._normal_key, n, dt, start=self._normal_count, use_numba=use_numba())
+            if be.name != "numpy":
+                z = be.asarray(z, dtype=dt)  # the draws' one explicit transfer to the device
+        self._normal_count += n
+        return be.xp.reshape(z, shape)
+
     def normal(self, shape, scale=1.0, dtype=None):
         """Gaussian draws N(0, scale²) of ``shape`` in ``dtype`` (default: the backend's float type).
 
         Successive calls continue one stream: drawing n then m numbers gives
         the same numbers as drawing n + m at once.
         """
-        dt = self.backend.dtype if dtype is None else np.dtype(dtype)
-        if dt not in (np.float32, np.float64):
-            raise ValueError(f"normal: dtype must be float32 or float64, got {dt}")
-        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-        n = int(np.prod(shape, dtype=np.int64))
-        z = standard_normal(self._normal_key, n, dt, start=self._normal_count, use_numba=use_numba())
-        self._normal_count += n
-        z = z.reshape(shape)
+        z = self._draw("normal", shape, dtype)
         if scale != 1.0:
-            z *= dt.type(scale)
+            z *= float(scale)
         return z
 
     def uniform(self, shape, dtype=None):
-        """Uniform draws on [0, 1)."""
-        dt = self.backend.dtype if dtype is None else np.dtype(dtype)
-        return self._gen.random(shape, dtype=dt)
+        """Uniform draws on [0, 1) of ``shape`` in ``dtype`` (default: the backend's float type)."""
+        return self._draw("uniform", shape, dtype)
 
     def integers(self, low, high=None, size=None):
         return self._gen.integers(low, high, size=size)
@@ -64,7 +79,7 @@ class RandomStream:
 
     # -- exact save / restore ---------------------------------------------
     def state(self) -> np.ndarray:
-        """The full state as a ``uint64`` array of length 8: PCG64 (6), Gaussian key and count."""
+        """The full state as a ``uint64`` array of length 8: PCG64 (6), the draws' key and count."""
         st = self._gen.bit_generator.state
         s, inc = st["state"]["state"], st["state"]["inc"]
         mask = (1 << 64) - 1

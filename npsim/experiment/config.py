@@ -31,6 +31,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -67,7 +68,10 @@ __all__ = ["Config", "ConfigError", "load_config", "parse_config", "parse_toml",
            "DEFAULT_CONFIG", "PATH_KEYS", "UNSET", "rule_from_config"]
 
 #: config keys holding file paths; a relative value is relative to the file that gives it
-PATH_KEYS = ("data.path", "network.noise.path")
+PATH_KEYS = ("data.path", "network.noise.path", "network.from_nir")
+
+#: network keys that describe the layers; ``network.from_nir`` takes them from its graph instead
+FROM_NIR_EXCLUDES = ("input_shape", "conv", "hidden", "node", "node_params", "output", "output_params", "init")
 
 
 class Strict(BaseModel):
@@ -101,9 +105,17 @@ class NetworkConfig(Strict):
     init: Literal["he", "lecun", "xavier"] = "he"
     noise: Noise | None = None
     decorrelate: bool | None = None  # None: decorrelate iff the rule is a D-variant
+    from_nir: str | None = None  # a NIR file: layers, node models and initial weights (relative to the config file)
 
     @model_validator(mode="after")
     def _nodes_match(self):
+        if self.from_nir is not None:
+            given = [k for k in FROM_NIR_EXCLUDES if k in self.model_fields_set]
+            if given:
+                raise ValueError(f"network.from_nir takes the layers, node models and initial weights from the NIR "
+                                 f"graph; remove {', '.join('network.' + k for k in given)}")
+            if not self.from_nir:
+                raise ValueError("network.from_nir must name a NIR file")
         n = len(self.conv) + len(self.hidden)
         if isinstance(self.node, list) and len(self.node) != n:
             raise ValueError(f"node lists {len(self.node)} node models for {n} hidden layers "
@@ -111,6 +123,14 @@ class NetworkConfig(Strict):
         if self.input_shape is not None and len(self.input_shape) != 3:
             raise ValueError(f"input_shape must be [C, H, W] of positive integers, got {self.input_shape}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        d = handler(self)
+        if self.from_nir is not None:  # the graph gives these: a stored config must not give them too
+            for k in FROM_NIR_EXCLUDES:
+                d.pop(k, None)
+        return d
 
 
 class RuleConfig(Strict):
@@ -156,7 +176,7 @@ class TrainConfig(Strict):
 class Config(Strict):
     name: str = Field(default="run", min_length=1, max_length=200)  # the run's file name stem
     seed: NonNegativeInt = 0
-    backend: Literal["numpy", "cupy"] = "numpy"
+    backend: Literal["numpy", "cupy", "array-api-strict"] = "numpy"  # array-api-strict: the CPU stand-in for a GPU
     dtype: Literal["float32", "float64"] = "float32"
     data: DataConfig = DataConfig()
     network: NetworkConfig = NetworkConfig()
@@ -317,8 +337,8 @@ def rule_from_config(rc: "RuleConfig"):
 
 
 def parse_toml(text: str, source: str, base_dir: Path | None = None) -> Config:
-    """Parse TOML config text; a relative ``data.path`` or ``network.noise.path`` is taken
-    relative to ``base_dir``."""
+    """Parse TOML config text; a relative ``data.path``, ``network.noise.path`` or ``network.from_nir`` is
+    taken relative to ``base_dir``."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..backend.arrays import take_rows
 from ..errors import (
     Diverged,
     NpsimError,
@@ -128,7 +129,7 @@ def run(cfg: Config, out: str | Path | None = None, *, overwrite: bool = False, 
     state = {k: (tuple(v.shape), str(v.dtype)) for k, v in _state_arrays(ex, params, opt_state, rng).items()}
     attrs = {
         "name": cfg.name, "config": cfg.to_toml(), "seed": cfg.seed, "backend": ex.backend.name,
-        "device": ex.backend.device, "dtype": cfg.dtype, "rule": ex.rule.name, "network": ex.net.describe(),
+        "device": ex.backend.device_name, "dtype": cfg.dtype, "rule": ex.rule.name, "network": ex.net.describe(),
         "sizes": np.asarray(ex.net.sizes, dtype=np.int64), "data": ex.data.name, "data_source": ex.data.source,
         "n_train": ex.data.n_train, "n_test": ex.data.n_test, "versions": _versions(),
         "diagnostics_every": cfg.train.diagnostics_every, "command": " ".join(sys.argv),
@@ -232,7 +233,7 @@ def _evaluate_epoch(ex: Experiment, params: dict, epoch: int) -> dict:
     n_eval = ex.data.n_train if cfg.train.eval_train_samples is None else min(cfg.train.eval_train_samples,
                                                                                ex.data.n_train)
     rng = _eval_stream(ex, epoch)
-    tr_loss, tr_acc = evaluate(ex.net, params, ex.x_train[:n_eval], ex.y_train[:n_eval], rng)
+    tr_loss, tr_acc = evaluate(ex.net, params, ex.x_train[:n_eval, ...], ex.y_train[:n_eval, ...], rng)
     te_loss, te_acc = evaluate(ex.net, params, ex.x_test, ex.y_test, rng)
     return {"train_loss": tr_loss, "train_accuracy": tr_acc, "test_loss": te_loss, "test_accuracy": te_acc}
 
@@ -261,19 +262,15 @@ def _loop(ex: Experiment, writer: TrajectoryWriter, params, opt_state, rng, *, e
             order = epoch_order(n, cfg.seed, epoch)
             while batch < per_epoch:
                 idx = order[batch * tc.batch_size:(batch + 1) * tc.batch_size]
-                if be.name != "numpy":
-                    idx = be.xp.asarray(idx)
-                x, y = ex.x_train[idx], ex.y_train[idx]
+                x, y = take_rows(ex.x_train, idx), take_rows(ex.y_train, idx)  # indexed on the device
                 params, opt_state, out, st = train_step(net, ex.rule, ex.optimizer, params, opt_state, x, y, rng,
                                                         frozen, stats=True, align=bool(diag) and step % diag == 0)
-                loss = float(out.trace.loss.mean())
-                norms = st.update_norm
+                loss, norms = st.loss, st.update_norm
                 if not (math.isfinite(loss) and np.all(np.isfinite(norms))):
                     raise Diverged(f"loss became {loss} at step {step} (epoch {epoch + 1}); lower the learning "
                                    f"rate or sigma")
                 cos = nan_l if st.alignment is None else st.alignment.astype(np.float32)
-                writer.append_steps(step=step, epoch=epoch, loss=loss,
-                                    delta_loss=np.nan if out.delta_loss is None else out.delta_loss,
+                writer.append_steps(step=step, epoch=epoch, loss=loss, delta_loss=st.delta_loss,
                                     update_norm=norms, alignment=cos, wall_time=time.perf_counter() - t0)
                 step += 1
                 batch += 1
@@ -344,7 +341,7 @@ def _record_monitors(ex: Experiment, params: dict, writer: TrajectoryWriter, epo
     """Spikes and potentials of the monitored layers on the first test samples (a clean pass)."""
     mc, sim = ex.config.train.monitor, ex.net.simulation
     n = min(mc.samples, ex.data.n_test)
-    tr = ex.net.forward(params, ex.x_test[:n], ex.y_test[:n], rng=_eval_stream(ex, epoch),
+    tr = ex.net.forward(params, ex.x_test[:n, ...], ex.y_test[:n, ...], rng=_eval_stream(ex, epoch),
                         monitor=Monitor(layers=tuple(mc.layers), units=mc.units))
     monitors = {}
     for layer, rec in tr.records.items():

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ..backend.arrays import host_floats, namespace
 from ..model.network import Network, param_key
 from .rules.base import RuleOutput
 
@@ -19,12 +20,17 @@ def alignment(net: Network, params: dict, y, out: RuleOutput, bp_grads: dict | N
     """
     if bp_grads is None:
         bp_grads = net.backward(params, out.trace, y)
+    parts = []  # per layer, for W then b: g·h, g·g, h·h (float64, on the device), gathered in one transfer
+    for i in range(net.n_layers):
+        for n in ("W", "b"):
+            g, h = out.grads[param_key(i, n)], bp_grads[param_key(i, n)]
+            xp = namespace(g)
+            g, h = xp.reshape(xp.astype(g, xp.float64), (-1,)), xp.reshape(h, (-1,))
+            parts += [xp.sum(g * h), xp.sum(g**2), xp.sum(xp.astype(h, xp.float64) ** 2)]
+    values = host_floats(parts)
     cos = np.empty(net.n_layers)
     for i in range(net.n_layers):
-        g = [out.grads[param_key(i, n)].ravel() for n in ("W", "b")]
-        h = [bp_grads[param_key(i, n)].ravel() for n in ("W", "b")]
-        dot = sum(float((a.astype("float64") * b).sum()) for a, b in zip(g, h))
-        ng = math.sqrt(sum(float((a.astype("float64") ** 2).sum()) for a in g))
-        nh = math.sqrt(sum(float((b.astype("float64") ** 2).sum()) for b in h))
+        (dw, gw, hw), (db, gb, hb) = values[6 * i:6 * i + 3], values[6 * i + 3:6 * i + 6]
+        dot, ng, nh = dw + db, math.sqrt(gw + gb), math.sqrt(hw + hb)
         cos[i] = dot / (ng * nh) if ng > 0 and nh > 0 else float("nan")
     return cos

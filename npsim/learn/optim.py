@@ -15,6 +15,7 @@ from typing import Callable, ClassVar
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
+from ..backend.arrays import namespace
 from ..backend.kernels import adam_step
 from ..params import (
     Fraction,
@@ -68,7 +69,8 @@ class Optimizer:
     """``init(params) -> state``; ``update(grads, state, params) -> (updates, state)``.
 
     ``step(grads, state, params) -> (params, state, sq_norms)`` applies the
-    update and returns the squared norm of each parameter's change; it may
+    update and returns the squared norm of each parameter's change (floats or
+    0-d arrays on the parameters' device); it may
     work in place (Adam uses a fused kernel), so callers must not keep the old
     parameter arrays.
     """
@@ -83,7 +85,7 @@ class Optimizer:
         if self.fused_step is not None:
             return self.fused_step(grads, state, params)
         updates, state = self.update(grads, state, params)
-        sq = {k: float((u * u).sum()) for k, u in updates.items()}
+        sq = {k: namespace(u).sum(u * u) for k, u in updates.items()}
         return apply_updates(params, updates), state, sq
 
 
@@ -144,10 +146,10 @@ def sgd(lr, momentum: float = 0.0, nesterov: bool = False) -> Optimizer:
         out = {}
         for k, g in grads.items():
             if momentum:
-                v = state[f"mu/{k}"] * g.dtype.type(momentum) + g
+                v = state[f"mu/{k}"] * momentum + g
                 state[f"mu/{k}"] = v
-                g = g + v * g.dtype.type(momentum) if nesterov else v
-            out[k] = g * g.dtype.type(-eta)
+                g = g + v * momentum if nesterov else v
+            out[k] = g * -eta
         return out, state
 
     return Optimizer("sgd", init, update, {"lr": lr, "momentum": momentum, "nesterov": nesterov})
@@ -182,11 +184,10 @@ def adam(lr, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer
         state, step, eps_hat = advance(state)
         out = {}
         for k, g in grads.items():
-            dt = g.dtype.type
-            m = state[f"mu/{k}"] * dt(b1) + g * dt(1 - b1)
-            v = state[f"nu/{k}"] * dt(b2) + (g * g) * dt(1 - b2)
+            m = state[f"mu/{k}"] * b1 + g * (1 - b1)
+            v = state[f"nu/{k}"] * b2 + (g * g) * (1 - b2)
             state[f"mu/{k}"], state[f"nu/{k}"] = m, v
-            out[k] = m * dt(-step) / (v**0.5 + dt(eps_hat))
+            out[k] = m * -step / (v**0.5 + eps_hat)
         return out, state
 
     def fused_step(grads, state, params):

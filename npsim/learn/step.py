@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..backend.arrays import host_floats, namespace, take_rows
 from ..backend.memory import keep_freed_memory
 from ..model.losses import accuracy
 from ..model.network import Network, param_key
@@ -31,11 +32,13 @@ def trainable(params: dict) -> dict:
 
 @dataclass
 class StepStats:
-    """Diagnostics of one update: per layer, the norm of the change of (W, b),
-    and the cosine with the BP gradient (None when not measured)."""
+    """Diagnostics of one update, on the host: per layer the norm of the change of (W, b) and the
+    cosine with the BP gradient (None when not measured), the batch loss and the loss change."""
 
     update_norm: np.ndarray
     alignment: np.ndarray | None = None
+    loss: float = float("nan")  # mean per-sample loss of the clean pass
+    delta_loss: float = float("nan")  # mean loss change of the perturbed passes (NaN for BP)
 
 
 def train_step(net: Network, rule: Rule, opt: Optimizer, params: dict, opt_state: dict, x, y, rng,
@@ -59,9 +62,15 @@ def train_step(net: Network, rule: Rule, opt: Optimizer, params: dict, opt_state
     params, opt_state, sq = opt.step(grads, opt_state, params)
     if not stats:
         return params, opt_state, out
-    norms = np.array([math.sqrt(sum(sq.get(param_key(i, n), 0.0) for n in ("W", "b")))
-                      for i in range(net.n_layers)], dtype=np.float32)
-    return params, opt_state, out, StepStats(norms, cos)
+    # every scalar of the step leaves the device in one transfer
+    keys = [[param_key(i, n) for n in ("W", "b") if param_key(i, n) in sq] for i in range(net.n_layers)]
+    dl = out.delta_loss
+    dls = [] if dl is None else list(dl) if isinstance(dl, tuple) else [dl]
+    values = host_floats([namespace(out.trace.loss).mean(out.trace.loss), *dls, *(sq[k] for ks in keys for k in ks)])
+    loss, dls, sqs = values[0], values[1:1 + len(dls)], iter(values[1 + len(dls):])
+    norms = np.array([math.sqrt(sum(next(sqs) for _ in ks)) for ks in keys], dtype=np.float32)
+    delta = sum(dls) / len(dls) if dls else float("nan")
+    return params, opt_state, out, StepStats(norms, cos, loss, delta)
 
 
 def evaluate(net: Network, params: dict, x, y, rng=None, batch_size: int = 10000) -> tuple[float, float]:
@@ -69,11 +78,14 @@ def evaluate(net: Network, params: dict, x, y, rng=None, batch_size: int = 10000
     n = x.shape[0]
     total, correct = 0.0, 0.0
     classify = y.ndim == 1
+    xp = namespace(x)
     for s in range(0, n, batch_size):
-        tr = net.forward(params, x[s:s + batch_size], y[s:s + batch_size], rng=rng)
-        total += float(tr.loss.sum())
+        e = min(s + batch_size, n)
+        yb = y[s:e, ...]
+        tr = net.forward(params, x[s:e, ...], yb, rng=rng)
+        total += float(xp.sum(tr.loss))
         if classify:
-            correct += accuracy(tr.output, y[s:s + batch_size]) * tr.loss.shape[0]
+            correct += accuracy(tr.output, yb) * tr.loss.shape[0]
     return total / n, (correct / n if classify else float("nan"))
 
 
@@ -82,7 +94,7 @@ def fit(net: Network, rule: Rule, opt: Optimizer, params: dict, x, y, *, backend
     """Train for ``steps`` updates on minibatches drawn in shuffled epochs; returns (params, batch losses)."""
     rng = backend.stream(seed)
     rule.check(net)
-    params = {k: v.copy() for k, v in params.items()}  # the optimizer may work in place
+    params = {k: namespace(v).asarray(v, copy=True) for k, v in params.items()}  # the optimizer may work in place
     x, y = backend.asarray(x), backend.asarray(y, dtype=y.dtype if y.dtype.kind in "iu" else None)
     n = x.shape[0]
     bs = n if batch_size is None else min(batch_size, n)
@@ -95,6 +107,7 @@ def fit(net: Network, rule: Rule, opt: Optimizer, params: dict, x, y, *, backend
             order, pos = rng.permutation(n), 0
         idx = order[pos:pos + bs]
         pos += bs
-        params, opt_state, out = train_step(net, rule, opt, params, opt_state, x[idx], y[idx], rng, frozen)
-        losses.append(float(out.trace.loss.mean()))
+        params, opt_state, out = train_step(net, rule, opt, params, opt_state, take_rows(x, idx), take_rows(y, idx),
+                                            rng, frozen)
+        losses.append(float(namespace(out.trace.loss).mean(out.trace.loss)))
     return params, losses

@@ -34,7 +34,8 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import field_validator, model_validator
 
-from ..backend.arrays import array_module as _xp
+from ..backend.arrays import contiguous, device_of, is_numpy
+from ..backend.arrays import namespace as _xp
 from ..params import NonNegativeInt, Params, PositiveInt
 from .nodes import NodeModel
 from .noise import ActivityNoise
@@ -118,7 +119,7 @@ class Dense(Layer):
 
     def weight_grad(self, signal, inp, n: int = 1):
         """G_W = signalᵀ inp / n, G_b = Σ signal / n; signal (B, n_out), inp (B, n_in)."""
-        return _divided(signal.T @ inp, n), _divided(signal.sum(axis=0), n)
+        return _divided(signal.T @ inp, n), _divided(_xp(signal).sum(signal, axis=0), n)
 
     def decorrelation_rows(self, inp):
         return inp
@@ -256,51 +257,59 @@ class Conv2D(ConvSpec, Layer):
         xp = _xp(h)
         C, H, W = self.in_shape
         k, s, p = self.kernel, self.stride, self.padding
-        img = h.reshape(-1, C, H, W)
+        (oh, ow), B = self.out_hw, h.shape[0]
+        img = xp.reshape(h, (B, C, H, W))
         if p:
-            img = xp.pad(img, ((0, 0), (0, 0), (p, p), (p, p)))
-        win = xp.lib.stride_tricks.sliding_window_view(img, (k, k), axis=(2, 3))  # (B, C, H', W', k, k)
-        win = win[:, :, ::s, ::s][:, :, : self.out_hw[0], : self.out_hw[1]]
-        return xp.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(img.shape[0], -1, self.patch_size)
+            padded = xp.zeros((B, C, H + 2 * p, W + 2 * p), dtype=h.dtype, device=device_of(h))
+            padded[:, :, p:p + H, p:p + W] = img
+            img = padded
+        if is_numpy(img):  # NumPy: one strided view, one copy
+            win = np.lib.stride_tricks.sliding_window_view(img, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+            win = win[:, :, :oh, :ow]  # (B, C, oh, ow, k, k)
+            return np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(B, -1, self.patch_size)
+        win = xp.stack([img[:, :, i:i + s * (oh - 1) + 1:s, j:j + s * (ow - 1) + 1:s]
+                        for i in range(k) for j in range(k)], axis=-1)  # (B, C, oh, ow, k·k)
+        return xp.reshape(xp.permute_dims(win, (0, 2, 3, 1, 4)), (B, oh * ow, self.patch_size))
 
     def layer_input(self, h, R=None):
         """Patches as rows (B, P·k), each decorrelated by R."""
         pat = self._patches(h)
         if R is not None:
             pat = pat @ R.T
-        return pat.reshape(pat.shape[0], -1)
+        return _xp(pat).reshape(pat, (pat.shape[0], -1))
 
     def drive(self, inp, W, b=None):
         """W · patch (+ b when given) at every position: (N, positions · channels)."""
-        B = inp.shape[0]
-        d = inp.reshape(-1, self.patch_size) @ W.T
+        xp, B = _xp(inp), inp.shape[0]
+        d = xp.reshape(inp, (-1, self.patch_size)) @ W.T
         if b is not None:
             d += b
-        return d.reshape(B, self.n_units)
+        return xp.reshape(d, (B, self.n_units))
 
     def unit_bias(self, b):
         """The bias of every unit (position-major), (n_units,)."""
-        return _xp(b).tile(b, self.out_hw[0] * self.out_hw[1])
+        return _xp(b).tile(b, (self.out_hw[0] * self.out_hw[1],))
 
     def output(self, u):
         """(B, P·C) unit outputs (position-major) -> pooled (B, C·H''·W'') channel-major."""
         xp = _xp(u)
         h, w = self.out_hw
-        f = u.reshape(-1, h, w, self.channels)
+        f = xp.reshape(u, (-1, h, w, self.channels))
         if self.pool > 1:
             q = self.pool
-            f = f[:, : h // q * q, : w // q * q].reshape(-1, h // q, q, w // q, q, self.channels)
-            f = f.max(axis=(2, 4)) if self.pooling == "max" else f.mean(axis=(2, 4))
-        return xp.ascontiguousarray(f.transpose(0, 3, 1, 2)).reshape(f.shape[0], -1)
+            f = xp.reshape(f[:, : h // q * q, : w // q * q, :], (-1, h // q, q, w // q, q, self.channels))
+            f = xp.max(f, axis=(2, 4)) if self.pooling == "max" else xp.mean(f, axis=(2, 4))
+        return xp.reshape(contiguous(xp.permute_dims(f, (0, 3, 1, 2))), (f.shape[0], -1))
 
     # -- updates ------------------------------------------------------------
     def weight_grad(self, signal, inp, n: int = 1):
         """Σ over samples and positions of signal ⊗ patch, divided by n (the sample count)."""
-        s = signal.reshape(-1, self.channels)
-        return _divided(s.T @ inp.reshape(-1, self.patch_size), n), _divided(s.sum(axis=0), n)
+        xp = _xp(signal)
+        s = xp.reshape(signal, (-1, self.channels))
+        return _divided(s.T @ xp.reshape(inp, (-1, self.patch_size)), n), _divided(xp.sum(s, axis=0), n)
 
     def decorrelation_rows(self, inp):
-        return inp.reshape(-1, self.patch_size)
+        return _xp(inp).reshape(inp, (-1, self.patch_size))
 
     def unit_outputs(self, pre, post):
         """The units' node outputs (B, P·C): the pooled layer output does not hold them, so they are recomputed."""
@@ -312,23 +321,23 @@ class Conv2D(ConvSpec, Layer):
         xp = _xp(u)
         h, w = self.out_hw
         C, q = self.channels, self.pool
-        g = dout.reshape(-1, C, h // q, w // q).transpose(0, 2, 3, 1)  # (B, h'', w'', C)
+        g = xp.permute_dims(xp.reshape(dout, (-1, C, h // q, w // q)), (0, 2, 3, 1))  # (B, h'', w'', C)
         if q == 1:
-            return xp.ascontiguousarray(g).reshape(-1, self.n_units)
-        B = g.shape[0]
-        full = xp.zeros((B, h, w, C), dtype=u.dtype)
-        f = u.reshape(B, h, w, C)[:, : h // q * q, : w // q * q].reshape(B, h // q, q, w // q, q, C)
+            return xp.reshape(contiguous(g), (-1, self.n_units))
+        B, hq, wq = g.shape[0], h // q * q, w // q * q
+        full = xp.zeros((B, h, w, C), dtype=u.dtype, device=device_of(u))
+        f = xp.reshape(xp.reshape(u, (B, h, w, C))[:, :hq, :wq, :], (B, h // q, q, w // q, q, C))
         if self.pooling == "max":
             # the gradient goes to the first maximum of each window
-            win = f.transpose(0, 1, 3, 5, 2, 4).reshape(B, h // q, w // q, C, q * q)
-            arg = win.argmax(axis=-1)
-            mask = xp.zeros_like(win)
-            xp.put_along_axis(mask, arg[..., None], 1, axis=-1)
-            spread = (mask * g[..., None]).reshape(B, h // q, w // q, C, q, q).transpose(0, 1, 4, 2, 5, 3)
+            win = xp.reshape(xp.permute_dims(f, (0, 1, 3, 5, 2, 4)), (B, h // q, w // q, C, q * q))
+            first = xp.argmax(win, axis=-1)
+            mask = xp.astype(xp.arange(q * q, device=device_of(u)) == first[..., None], win.dtype)
+            spread = xp.permute_dims(xp.reshape(mask * g[..., None], (B, h // q, w // q, C, q, q)),
+                                     (0, 1, 4, 2, 5, 3))
         else:
             spread = xp.broadcast_to((g / (q * q))[:, :, None, :, None, :], f.shape)
-        full[:, : h // q * q, : w // q * q] = spread.reshape(B, h // q * q, w // q * q, C)
-        return full.reshape(B, self.n_units)
+        full[:, :hq, :wq, :] = xp.reshape(spread, (B, hq, wq, C))
+        return xp.reshape(full, (B, self.n_units))
 
     def input_grad(self, da, W, R=None):
         """d loss / d(input image) (B, C·H·W) from d loss / d(activity) (B, P·C) — col2im."""
@@ -337,19 +346,19 @@ class Conv2D(ConvSpec, Layer):
         k, s, p = self.kernel, self.stride, self.padding
         h, w = self.out_hw
         B = da.shape[0]
-        dpat = da.reshape(-1, self.channels) @ W
+        dpat = xp.reshape(da, (-1, self.channels)) @ W
         if R is not None:
             dpat = dpat @ R
-        dpat = xp.ascontiguousarray(dpat.reshape(B, h, w, C, k, k).transpose(0, 3, 4, 5, 1, 2))  # (B, C, k, k, h, w)
-        img = xp.zeros((B, C, H + 2 * p, Wd + 2 * p), dtype=da.dtype)
+        dpat = contiguous(xp.permute_dims(xp.reshape(dpat, (B, h, w, C, k, k)), (0, 3, 4, 5, 1, 2)))  # (B, C, k, k, h, w)
+        img = xp.zeros((B, C, H + 2 * p, Wd + 2 * p), dtype=da.dtype, device=device_of(da))
         for i in range(k):
             for j in range(k):
-                img[:, :, i: i + s * (h - 1) + 1: s, j: j + s * (w - 1) + 1: s] += dpat[:, :, i, j]
-        return img[:, :, p: p + H, p: p + Wd].reshape(B, -1)
+                img[:, :, i: i + s * (h - 1) + 1: s, j: j + s * (w - 1) + 1: s] += dpat[:, :, i, j, :, :]
+        return xp.reshape(img[:, :, p: p + H, p: p + Wd], (B, -1))
 
 
 def _divided(a, n: int):
     """``a / n``, in place (``a`` is a fresh product or sum)."""
     if n != 1:
-        a /= a.dtype.type(n)
+        a /= n
     return a

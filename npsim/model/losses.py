@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..backend.arrays import array_module as _xp
+from ..backend.arrays import device_of
+from ..backend.arrays import namespace as _xp
 from ..registry import Registry
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "MeanSquaredError", "make_loss", "accuracy", "LOSSES"]
@@ -29,14 +30,17 @@ class Loss:
 
 def _one_hot(y, n, dtype):
     xp = _xp(y)
-    oh = xp.zeros((y.shape[0], n), dtype=dtype)
-    oh[xp.arange(y.shape[0]), y] = 1
-    return oh
+    return xp.astype(y[:, None] == xp.arange(n, dtype=y.dtype, device=device_of(y))[None, :], dtype)
+
+
+def _labels(y) -> bool:
+    """Whether ``y`` holds integer class labels (B,), not targets (B, C)."""
+    return y.ndim == 1 and _xp(y).isdtype(y.dtype, "integral")
 
 
 def _targets(y, out):
     """Integer class labels become one-hot rows; float targets pass through."""
-    if y.ndim == 1 and y.dtype.kind in "iu":
+    if _labels(y):
         return _one_hot(y, out.shape[1], out.dtype)
     if y.shape != out.shape:
         raise ValueError(f"targets of shape {y.shape} do not match outputs of shape {out.shape}")
@@ -51,15 +55,15 @@ class SoftmaxCrossEntropy(Loss):
 
     def _log_softmax(self, out):
         xp = _xp(out)
-        z = out - out.max(axis=1, keepdims=True)
-        return z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
+        z = out - xp.max(out, axis=1, keepdims=True)
+        return z - xp.log(xp.sum(xp.exp(z), axis=1, keepdims=True))
 
     def __call__(self, out, y):
+        xp = _xp(out)
         logp = self._log_softmax(out)
-        if y.ndim == 1 and y.dtype.kind in "iu":
-            xp = _xp(out)
-            return -logp[xp.arange(out.shape[0]), y]
-        return -(_targets(y, out) * logp).sum(axis=1)
+        if _labels(y):
+            return -xp.take_along_axis(logp, y[:, None], axis=1)[:, 0]
+        return -xp.sum(_targets(y, out) * logp, axis=1)
 
     def grad(self, out, y):
         xp = _xp(out)
@@ -74,7 +78,7 @@ class MeanSquaredError(Loss):
 
     def __call__(self, out, y):
         d = out - _targets(y, out)
-        return 0.5 * (d * d).sum(axis=1)
+        return 0.5 * _xp(d).sum(d * d, axis=1)
 
     def grad(self, out, y):
         return out - _targets(y, out)
@@ -90,7 +94,13 @@ def make_loss(name: str) -> Loss:
 
 def accuracy(out, y) -> float:
     """Fraction of rows whose arg-max output equals the label (int labels or one-hot/float targets)."""
-    pred = out.argmax(axis=1)
+    return float(correct(out, y)) / out.shape[0]
+
+
+def correct(out, y):
+    """How many rows' arg-max output equals the label: a 0-d integer array on the arrays' device."""
+    xp = _xp(out)
+    pred = xp.argmax(out, axis=1)
     if y.ndim == 2:
-        y = y.argmax(axis=1)
-    return float((pred == y).mean())
+        y = xp.argmax(y, axis=1)
+    return xp.sum(xp.astype(pred == y, xp.int64))

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..backend.arrays import array_module as _xp
+from ..backend.arrays import namespace as _xp
 from ..backend.arrays import tile_rows
 from ..backend.kernels import drive_activate
 from ..errors import IncompatibleSettings
@@ -284,10 +284,10 @@ class Network:
                 c[0][i] = n[0][i] = inp
                 c[1][i] = n[1][i] = d
             else:
-                c[0][i], n[0][i] = inp[:B], inp[B:]
-                c[1][i], n[1][i] = d[:B], d[B:]
-            c[2][i], n[2][i] = a[:B], a[B:]
-            c[3][i], n[3][i] = h[:B], h[B:]
+                c[0][i], n[0][i] = inp[:B, ...], inp[B:, ...]
+                c[1][i], n[1][i] = d[:B, ...], d[B:, ...]
+            c[2][i], n[2][i] = a[:B, ...], a[B:, ...]
+            c[3][i], n[3][i] = h[:B, ...], h[B:, ...]
         loss = self.loss(h, tile_rows(y, 1 + repeats))
         return (Trace(*c, loss[:B], start=0, repeats=1),
                 Trace(*n, loss[B:], start=0, repeats=repeats))
@@ -343,7 +343,7 @@ class Network:
             states, src_sum, recs = simulate([self.layers[l].node for l in range(i, j)], weights, consts, source,
                                              sim, rng, repeats=K, monitor=monitor, first=i)
             records.update(recs)
-            inv_t = x.dtype.type(1.0 / sim.steps)
+            inv_t = 1.0 / sim.steps
             for s, l in enumerate(range(i, j)):
                 layer, st = self.layers[l], states[s]
                 R = params[param_key(l, "R")] if layer.decorrelate else None
@@ -401,8 +401,8 @@ def _activate(layer: Layer, d, bias, perturb, repeats: int, rng, clean_rows: int
     a = tile_rows(d, repeats)
     if perturb is not None:
         if clean_rows:
-            a = a.copy() if a is d else a
-            a[clean_rows:] += perturb
+            a = _xp(a).asarray(a, copy=True) if a is d else a
+            a[clean_rows:, ...] += perturb
         else:
             a = a + perturb
     if noise is not None:
@@ -417,7 +417,7 @@ def _rows(a, rows: int):
 
 def _broadcast_rows(b, rows: int):
     """Bias (n,) as a writable (rows, n) array."""
-    return _xp(b).repeat(b[None], rows, axis=0)
+    return _xp(b).repeat(b[None, :], rows, axis=0)
 
 
 def _spike_source(sim: Simulation, x, rng, seed: int):
@@ -426,7 +426,7 @@ def _spike_source(sim: Simulation, x, rng, seed: int):
     enc = type(rng)(rng.backend, seed)
 
     def source(t0, steps):
-        return (enc.uniform((steps,) + p.shape, dtype=p.dtype) < p).astype(p.dtype)
+        return _xp(p).astype(enc.uniform((steps,) + tuple(p.shape), dtype=p.dtype) < p, p.dtype)
 
     return source
 

@@ -70,7 +70,7 @@ class ReLU(NodeModel):
         return _xp(a).maximum(a, 0)
 
     def grad(self, a, x):
-        return (a > 0).astype(a.dtype)
+        return _xp(a).astype(a > 0, a.dtype)
 
 
 class LeakyReLU(NodeModel):
@@ -81,11 +81,11 @@ class LeakyReLU(NodeModel):
     differentiable: ClassVar[bool] = True
 
     def __call__(self, a, rng=None):
-        return _xp(a).where(a > 0, a, a * a.dtype.type(self.slope))
+        return _xp(a).where(a > 0, a, a * self.slope)
 
     def grad(self, a, x):
         xp = _xp(a)
-        return xp.where(a > 0, a.dtype.type(1), a.dtype.type(self.slope))
+        return xp.where(a > 0, xp.ones_like(a), xp.full_like(a, self.slope))
 
 
 class Tanh(NodeModel):
@@ -122,7 +122,7 @@ class Heaviside(NodeModel):
     name: ClassVar[str] = "heaviside"
 
     def __call__(self, a, rng=None):
-        return (a > self.threshold).astype(a.dtype)
+        return _xp(a).astype(a > self.threshold, a.dtype)
 
 
 class Sign(NodeModel):
@@ -131,8 +131,8 @@ class Sign(NodeModel):
     name: ClassVar[str] = "sign"
 
     def __call__(self, a, rng=None):
-        one = a.dtype.type(1)
-        return _xp(a).where(a > 0, one, -one)
+        xp = _xp(a)
+        return xp.where(a > 0, xp.ones_like(a), -xp.ones_like(a))
 
 
 class Quantizer(NodeModel):
@@ -152,8 +152,8 @@ class Quantizer(NodeModel):
     def __call__(self, a, rng=None):
         xp = _xp(a)
         step = (self.high - self.low) / (self.levels - 1)
-        q = xp.rint((xp.clip(a, self.low, self.high) - self.low) / a.dtype.type(step))
-        return (q * a.dtype.type(step) + a.dtype.type(self.low)).astype(a.dtype)
+        q = xp.round((xp.clip(a, self.low, self.high) - self.low) / step)
+        return q * step + self.low
 
 
 # --- stochastic ----------------------------------------------------------------
@@ -170,8 +170,8 @@ class StochasticBinary(NodeModel):
         if rng is None:
             raise ValueError("stochastic_binary node model needs a random stream (rng)")
         xp = _xp(a)
-        p = 0.5 * (1 + xp.tanh(a * a.dtype.type(0.5 / self.temperature)))
-        return (rng.uniform(a.shape, dtype=a.dtype) < p).astype(a.dtype)
+        p = 0.5 * (1 + xp.tanh(a * (0.5 / self.temperature)))
+        return xp.astype(rng.uniform(a.shape, dtype=a.dtype) < p, a.dtype)
 
 
 def fused_slope(node: NodeModel):

@@ -34,7 +34,8 @@ from pydantic import (
     model_validator,
 )
 
-from ..backend.arrays import array_module as _xp
+from ..backend.arrays import cumulative_max, device_of
+from ..backend.arrays import namespace as _xp
 from ..errors import ParameterError
 from ..params import FiniteFloat, NonNegativeFloat, Params, Probability
 
@@ -143,22 +144,20 @@ class TelegraphNoise(ActivityNoise):
         reset_p, up_p = (2 - lam, 1 - self.p_down) if flip else (lam, self.p_up)
         reset = u < reset_p
         up = u < up_p
-        reset[0] = True
-        up[0] = u[0] < self.p_plus
-        t = xp.arange(shape[0]).reshape((-1,) + (1,) * (len(shape) - 1))
-        last = xp.where(reset, t, 0)
-        xp.maximum.accumulate(last, axis=0, out=last)
+        reset[0, ...] = True
+        up[0, ...] = u[0, ...] < self.p_plus
+        t = xp.reshape(xp.arange(shape[0], device=device_of(u)), (-1,) + (1,) * (len(shape) - 1))
+        last = cumulative_max(xp.where(reset, t, 0), axis=0)
         s = xp.take_along_axis(up, last, axis=0)
         if flip:
-            s ^= ((t - last) & 1).astype(bool)
+            s = s ^ xp.astype((t - last) & 1, xp.bool)
         return s
 
     def _apply(self, a, rng):
         if a.size == 0:
             return a
-        dt = a.dtype.type
         s = self.states(a.shape, rng)
-        out = a + _xp(a).where(s, dt(self.offset + self.amplitude), dt(self.offset - self.amplitude))
+        out = a + _xp(a).where(s, _scalar(a, self.offset + self.amplitude), _scalar(a, self.offset - self.amplitude))
         if self.read_std > 0:
             out += rng.normal(a.shape, scale=self.read_std, dtype=a.dtype)
         return out
@@ -178,8 +177,12 @@ class KickNoise(ActivityNoise):
 
     def _apply(self, a, rng):
         z = rng.uniform(a.shape, dtype="float64") < self.p
-        dt = a.dtype.type
-        return a + _xp(a).where(z, dt(self.amplitude), dt(0))
+        return a + _xp(a).where(z, _scalar(a, self.amplitude), _scalar(a, 0.0))
+
+
+def _scalar(a, value: float):
+    """``value`` as a 0-d array of ``a``'s dtype and device (so a ``where`` keeps ``a``'s dtype)."""
+    return _xp(a).asarray(value, dtype=a.dtype, device=device_of(a))
 
 
 def _load_trace(path: str, dataset: str | None) -> np.ndarray:
@@ -262,6 +265,7 @@ class ReplayNoise(ActivityNoise):
     scale: FiniteFloat = 1.0
     name: ClassVar[str] = "replay_noise"
     _trace: np.ndarray = PrivateAttr()
+    _on_device: dict = PrivateAttr(default_factory=dict)
 
     @field_validator("path", mode="before")
     @classmethod
@@ -288,8 +292,13 @@ class ReplayNoise(ActivityNoise):
         xp = _xp(a)
         n = self._trace.shape[0]
         offset = int(rng.integers(0, n))
-        vals = xp.take(xp.asarray(self._trace), xp.arange(offset, offset + a.size), mode="wrap")
-        return a + (vals.reshape(a.shape) * self.scale).astype(a.dtype)
+        dev = device_of(a)
+        key = repr(dev)
+        if key not in self._on_device:  # the trace goes to each device once
+            self._on_device[key] = xp.asarray(self._trace, device=dev)
+        trace = self._on_device[key]
+        vals = xp.take(trace, (xp.arange(a.size, device=dev) + offset) % n)
+        return a + xp.astype(xp.reshape(vals, a.shape) * self.scale, a.dtype)
 
     def describe_around(self, node_text: str) -> str:
         return (f"{self.name}({node_text}, path={self.path!r}, dataset={self.dataset!r}, scale={self.scale!r}, "

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import model_validator
 
 from ..backend import kernels
-from ..backend.arrays import array_module
+from ..backend.arrays import add_into, device_of, host_dtype, namespace, to_host
 from ..params import NonNegativeFloat, Params, PositiveFloat, PositiveInt
 from .nodes import NodeModel
 
@@ -91,10 +91,10 @@ class Simulation(Params):
 
     def spike_probability(self, x):
         """P(input spike per step) for data x, same shape and dtype."""
-        xp = array_module(x)
-        p = xp.clip(x, 0, 1)
+        xp = namespace(x)
+        p = xp.clip(x, 0.0, 1.0)
         if self.encoding == "poisson":
-            p = p * x.dtype.type(self.max_rate * self.dt / 1000)
+            p = p * (self.max_rate * self.dt / 1000)
         return p
 
 
@@ -154,7 +154,7 @@ class LIF(TemporalNode):
                                         "n_ref": int(round(self.refractory / dt)), "spiking": True}
 
     def output(self, count, sum_v, v, steps: int):
-        return count if self.readout == "count" else count * count.dtype.type(1.0 / steps)
+        return count if self.readout == "count" else count * (1.0 / steps)
 
 
 class LeakyIntegrator(TemporalNode):
@@ -172,7 +172,7 @@ class LeakyIntegrator(TemporalNode):
         return super().constants(dt) | {"threshold": 0.0, "subtract": False, "n_ref": 0, "spiking": False}
 
     def output(self, count, sum_v, v, steps: int):
-        return sum_v * sum_v.dtype.type(1.0 / steps) if self.readout == "mean" else v.copy()
+        return sum_v * (1.0 / steps) if self.readout == "mean" else namespace(v).asarray(v, copy=True)
 
 
 def lif_rate(current, *, tau: float, threshold: float = 1.0, refractory: float = 0.0):
@@ -207,14 +207,14 @@ class Monitor(Params):
 class _Membranes:
     """State and running sums of one temporal layer over a pass."""
 
-    def __init__(self, node: TemporalNode, rows: int, n: int, dtype, dt: float):
+    def __init__(self, node: TemporalNode, rows: int, n: int, xp, dtype, device, dt: float):
         self.node = node
         self.k = node.constants(dt)
-        self.v = np.zeros((rows, n), dtype)
-        self.refr = np.zeros((rows, n), np.int32)
-        self.count = np.zeros((rows, n), dtype)
-        self.sum_i = np.zeros((rows, n), dtype)
-        self.sum_v = np.zeros((rows, n), dtype)
+        self.v = xp.zeros((rows, n), dtype=dtype, device=device)
+        self.refr = xp.zeros((rows, n), dtype=xp.int32, device=device)
+        self.count = xp.zeros((rows, n), dtype=dtype, device=device)
+        self.sum_i = xp.zeros((rows, n), dtype=dtype, device=device)
+        self.sum_v = xp.zeros((rows, n), dtype=dtype, device=device)
 
 
 def simulate(nodes, weights, consts, source, sim: Simulation, rng, *, repeats: int = 1,
@@ -240,17 +240,21 @@ def simulate(nodes, weights, consts, source, sim: Simulation, rng, *, repeats: i
     None; per recorded network layer a dict with "v" (S, T, U), "spikes"
     (S, T, U) uint8 for spiking layers, "rows" (S,), "units" (U,) and "node".
     """
-    dtype = consts[0].dtype
+    xp, device, dtype = namespace(consts[0]), device_of(consts[0]), consts[0].dtype
     rows = consts[0].shape[0]
     T = sim.steps
     # chunk buffers: spikes and currents of every layer; draws do not depend on the chunking
-    per_step = 2 * rows * sum(c.shape[1] for c in consts) * np.dtype(dtype).itemsize
+    per_step = 2 * rows * sum(c.shape[1] for c in consts) * host_dtype(dtype).itemsize
     chunk = max(1, min(sim.chunk, T, CHUNK_BYTES // max(per_step, 1)))
-    states = [_Membranes(nd, rows, c.shape[1], dtype, sim.dt) for nd, c in zip(nodes, consts)]
-    spikes = [np.empty((chunk, rows, c.shape[1]), dtype) for c in consts]
-    cur = [None] + [np.empty((chunk, rows, c.shape[1]), dtype) for c in consts[1:]]
-    record = _record_plan(monitor, first, nodes, rows, [c.shape[1] for c in consts], T, dtype)
-    vrec = {s: np.empty((chunk, rows, consts[s].shape[1]), dtype) for s in record}
+
+    def empty(n):  # chunk buffers; the kernels write into row slices of them (views on NumPy and CuPy)
+        return xp.empty((chunk, rows, n), dtype=dtype, device=device)
+
+    states = [_Membranes(nd, rows, c.shape[1], xp, dtype, device, sim.dt) for nd, c in zip(nodes, consts)]
+    spikes = [empty(c.shape[1]) for c in consts]
+    cur = [None] + [empty(c.shape[1]) for c in consts[1:]]
+    record = _record_plan(monitor, first, nodes, rows, [c.shape[1] for c in consts], T, host_dtype(dtype))
+    vrec = {s: empty(consts[s].shape[1]) for s in record}
     # each noisy layer draws from its own stream, so the draws do not depend on the chunking
     noise_streams = {}
     if any(nd.noisy for nd in nodes):
@@ -262,37 +266,38 @@ def simulate(nodes, weights, consts, source, sim: Simulation, rng, *, repeats: i
     source_sum = None
     if source is not None:
         B = rows // repeats
-        cur[0] = np.empty((chunk, rows, consts[0].shape[1]), dtype)
+        cur[0] = empty(consts[0].shape[1])
     for t0 in range(0, T, chunk):
         steps = min(chunk, T - t0)
         for s, st in enumerate(states):
             if s == 0 and source is None:
-                current = consts[0][None]
+                current = consts[0][None, ...]
             else:
                 if s == 0:
                     inp = source(t0, steps)  # (steps, B, n_in)
-                    source_sum = inp.sum(axis=0) if source_sum is None else source_sum + inp.sum(axis=0)
+                    total = xp.sum(inp, axis=0)
+                    source_sum = total if source_sum is None else source_sum + total
                 else:
-                    inp = spikes[s - 1][:steps]
+                    inp = spikes[s - 1][:steps, ...]
                 n = consts[s].shape[1]
-                drive = inp.reshape(-1, inp.shape[-1]) @ weights[s].T
+                drive = xp.reshape(inp, (-1, inp.shape[-1])) @ weights[s].T
                 if s == 0:  # B base rows, shared by the ``repeats`` copies of the batch
-                    np.add(drive.reshape(steps, 1, B, n), consts[0].reshape(1, repeats, B, n),
-                           out=cur[0][:steps].reshape(steps, repeats, B, n))
+                    add_into(cur[0][:steps, ...], xp.reshape(drive, (steps, 1, B, n)),
+                             xp.reshape(consts[0], (1, repeats, B, n)))
                 else:
-                    np.add(drive.reshape(steps, rows, n), consts[s][None], out=cur[s][:steps])
-                current = cur[s][:steps]
+                    add_into(cur[s][:steps, ...], xp.reshape(drive, (steps, rows, n)), consts[s][None, ...])
+                current = cur[s][:steps, ...]
             noise = None
             if s in noise_streams:
                 noise = noise_streams[s].normal((steps, rows, consts[s].shape[1]), scale=st.node.membrane_noise, dtype=dtype)
             kernels.membrane_run(current, noise, st.v, st.refr, st.count, st.sum_i, st.sum_v,
-                                 spikes[s][:steps], vrec[s][:steps] if s in vrec else None,
+                                 spikes[s][:steps, ...], vrec[s][:steps, ...] if s in vrec else None,
                                  record=s in vrec, parallel=sim.parallel, **st.k)
-            if s in record:
+            if s in record:  # recordings are host arrays
                 rec = record[s]
-                rec["v"][:, t0:t0 + steps] = _pick(vrec[s][:steps], rec)
+                rec["v"][:, t0:t0 + steps] = _pick(vrec[s][:steps, ...], rec)
                 if "spikes" in rec:
-                    rec["spikes"][:, t0:t0 + steps] = _pick(spikes[s][:steps], rec)
+                    rec["spikes"][:, t0:t0 + steps] = _pick(spikes[s][:steps, ...], rec)
     return states, source_sum, {first + s: rec for s, rec in record.items()}
 
 
@@ -316,6 +321,6 @@ def _record_plan(monitor, first, nodes, rows, widths, T, dtype) -> dict:
 
 
 def _pick(buf, rec):
-    """(steps, rows, n) -> (S, steps, U) for the recorded rows and units."""
-    return np.transpose(buf[:, rec["rows"]][:, :, rec["units"]], (1, 0, 2))
+    """(steps, rows, n) on any device -> (S, steps, U) host array of the recorded rows and units."""
+    return np.transpose(to_host(buf)[:, rec["rows"]][:, :, rec["units"]], (1, 0, 2))
 

@@ -1,10 +1,12 @@
-"""Fused hot loops: Numba kernels on the CPU, each with a plain-NumPy twin.
+"""Fused hot loops: Numba kernels on the CPU and numba-cuda kernels on a GPU, each with an array-API twin.
 
 Callers use the dispatching functions here; they pick the Numba kernel for
 NumPy arrays when Numba is available and ``NPSIM_KERNELS`` is not ``numpy``,
-and the NumPy twin otherwise (the reference the kernels are tested against,
-and the path other array libraries take). Kernels are compiled with
-``cache=True``, so only the first run on a machine pays the compile time.
+the CUDA kernel (:mod:`.cuda`) for CuPy arrays, and the array-API twin
+(:mod:`.reference`) otherwise: the reference the kernels are tested against,
+and the path every other array library takes (array-api-strict in the test
+suite). CPU kernels are compiled with ``cache=True``, so only the first run on
+a machine pays the compile time.
 """
 
 from __future__ import annotations
@@ -40,15 +42,29 @@ def _host_f32_or_f64(*arrays) -> bool:
                for a in arrays)
 
 
+def _on_gpu(a) -> bool:
+    """Whether ``a`` is a CuPy array (the CUDA kernels apply)."""
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def _cuda():
+    from . import cuda  # noqa: PLC0415 - only with a GPU
+
+    return cuda
+
+
 def adam_step(p, g, m, v, *, b1: float, b2: float, step_size: float, eps: float) -> float:
     """In place: m ← b1 m + (1−b1) g; v ← b2 v + (1−b2) g²; p ← p − step_size·m/(√v + eps).
 
-    All arrays of one shape and dtype. Returns the squared norm of the change of p.
+    All arrays of one shape and dtype. Returns the squared norm of the change of p (a float, or a 0-d
+    array on the arrays' device, so that a GPU step needs no transfer per parameter).
     """
     if use_numba() and _host_f32_or_f64(p, g, m, v) and p.dtype == g.dtype == m.dtype == v.dtype:
         t = p.dtype.type
         return float(_numba.adam_step(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
                                       t(b1), t(1 - b1), t(b2), t(1 - b2), t(step_size), t(eps)))
+    if _on_gpu(p):
+        return _cuda().adam_step(p, g, m, v, b1=b1, b2=b2, step_size=step_size, eps=eps)
     return reference.adam_step(p, g, m, v, b1=b1, b2=b2, step_size=step_size, eps=eps)
 
 
@@ -79,6 +95,8 @@ def drive_activate(d, bias, perturb, repeats: int, slope: float | None, clean_ro
                               t(0 if slope is None else slope), bias is not None, perturb is not None,
                               clean_rows, a_is_d, slope is not None)
         return a, x
+    if _on_gpu(d):
+        return _cuda().drive_activate(d, bias, perturb, repeats, slope, clean_rows)
     return reference.drive_activate(d, bias, perturb, repeats, slope, clean_rows)
 
 
@@ -87,6 +105,8 @@ def scale_rows(a, w):
     if use_numba() and _host_f32_or_f64(a, w) and a.dtype == w.dtype:
         _numba.scale_rows(a, w)
         return a
+    if _on_gpu(a):
+        return _cuda().scale_rows(a, w)
     return reference.scale_rows(a, w)
 
 
@@ -96,6 +116,8 @@ def decorrelation_finish(CR, R, v, B: int, lr: float):
         t = CR.dtype.type
         _numba.decorrelation_finish(CR, R, v, t(B), t(lr))
         return CR
+    if _on_gpu(CR):
+        return _cuda().decorrelation_finish(CR, R, v, B, lr)
     return reference.decorrelation_finish(CR, R, v, B, lr)
 
 
@@ -127,5 +149,9 @@ def membrane_run(I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, *, alpha:
         fn(I, noise if use_noise else dummy, v, refr, count, sum_i, sum_v, spikes, vrec if record else dummy,
            t(alpha), t(beta), t(threshold), bool(subtract), np.int32(n_ref), bool(spiking), use_noise, bool(record))
         return
-    reference.membrane_run(I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, v.dtype.type(alpha),
-                           v.dtype.type(beta), v.dtype.type(threshold), subtract, n_ref, spiking, use_noise, record)
+    if _on_gpu(v):
+        _cuda().membrane_run(I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, alpha=alpha, beta=beta,
+                             threshold=threshold, subtract=subtract, n_ref=n_ref, spiking=spiking, record=record)
+        return
+    reference.membrane_run(I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, float(alpha), float(beta),
+                           float(threshold), subtract, n_ref, spiking, use_noise, record)

@@ -106,7 +106,7 @@ def _membrane_row(r, I, noise, v, refr, count, sum_i, sum_v, spikes, vrec, alpha
                 if spiking and vj >= threshold:
                     s = 1.0
                     count[r, j] += 1.0
-                    vj = vj - threshold if subtract else threshold - threshold
+                    vj = vj - threshold if subtract else vj * (threshold - threshold)  # 0, signed as the twin's v·0
                     refr[r, j] = n_ref
                 v[r, j] = vj
             sum_v[r, j] += v[r, j]

@@ -18,7 +18,9 @@ class RuleOutput:
     grads : update direction G per "layerI/W" and "layerI/b" key (an optimizer
         descends along it; for BP it is the exact gradient).
     trace : the clean pass of the batch (reused for diagnostics).
-    delta_loss : mean per-sample loss change of the perturbed passes (None for BP).
+    delta_loss : mean per-sample loss change of the perturbed passes (None for BP): a float or a 0-d array
+        on the arrays' device, or a tuple of them whose mean is meant (INP: one per layer), so a step
+        gathers its scalars in one transfer.
     assign : parameters the rule sets directly, not through the optimizer
         (the decorrelation matrices R), as their new values.
     """

@@ -22,6 +22,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field
 
+from ...backend.arrays import namespace
 from ...backend.kernels import decorrelation_finish
 from ...errors import IncompatibleSettings
 from ...model.network import param_key
@@ -41,11 +42,12 @@ DecorrelationRows = Annotated[int, Field(ge=2, description="rows per decorrelati
 def decorrelation_step(R, X, lr: float, kappa: float = 0.0):
     """One update R − η C R for inputs X (B, n) already decorrelated by R (n, n); returns the new R."""
     B, n = X.shape
-    var = (X * X).sum(axis=0) / B
+    xp = namespace(X)
+    var = xp.sum(X * X, axis=0) / B
     v = (1 - kappa) * var + kappa
     # C R · B = Xᵀ X R − B v ⊙ R; the cheaper association of Xᵀ X R first
     CR = X.T @ (X @ R) if B < n else (X.T @ X) @ R
-    return decorrelation_finish(CR, R, v.astype(R.dtype, copy=False), B, lr)
+    return decorrelation_finish(CR, R, xp.astype(v, R.dtype, copy=False), B, lr)
 
 
 class Decorrelate(Rule):
@@ -78,7 +80,7 @@ class Decorrelate(Rule):
             k = param_key(i, "R")
             X = net.layers[i].decorrelation_rows(out.trace.inputs[i])
             if self.rows is not None and X.shape[0] > self.rows:
-                X = X[:: X.shape[0] // self.rows][: self.rows]  # spread over the batch (and image positions)
+                X = X[:: X.shape[0] // self.rows, ...][: self.rows, ...]  # spread over the batch (and image positions)
             out.assign[k] = decorrelation_step(params[k], X, self.lr, self.kappa)
         return out
 

@@ -12,7 +12,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from ...backend.arrays import tile_rows
+from ...backend.arrays import namespace, tile_rows
 from ...backend.kernels import scale_rows
 from ...errors import IncompatibleSettings
 from ...model.network import param_key
@@ -40,9 +40,10 @@ def _direction(layer, perturbation, weight, inputs, repeats: int):
     inputs : (B, ·) clean layer input (what W multiplies)
     """
     n = perturbation.shape[0]
-    signal = scale_rows(perturbation, weight * weight.dtype.type(1.0 / n))
+    xp = namespace(perturbation)
+    signal = scale_rows(perturbation, weight * (1.0 / n))
     if repeats > 1:  # sum the K copies first: one (n_units × B) @ (B × n_in) product
-        signal = signal.reshape(repeats, n // repeats, signal.shape[1]).sum(axis=0)
+        signal = xp.sum(xp.reshape(signal, (repeats, n // repeats, signal.shape[1])), axis=0)
     return layer.weight_grad(signal, inputs)
 
 
@@ -79,11 +80,11 @@ class NP(Perturbation):
         eps = self._noise(net, rng, K * x.shape[0], range(net.n_layers))
         clean, noisy = net.forward_pair(params, x, y, rng=rng, perturb=eps, repeats=K)
         dl = noisy.loss - tile_rows(clean.loss, K)
-        w = dl * dl.dtype.type(1.0 / self.sigma**2)
+        w = dl * (1.0 / self.sigma**2)
         grads = {}
         for i in range(net.n_layers):
             _layer_grads(net, grads, i, eps[i], w, clean.inputs[i], K)
-        return RuleOutput(grads, clean, float(dl.mean()))
+        return RuleOutput(grads, clean, namespace(dl).mean(dl))
 
 
 class INP(Perturbation):
@@ -105,11 +106,11 @@ class INP(Perturbation):
             noisy = net.forward(params, x, y, rng=rng, perturb=eps, base=clean, start=i, repeats=K)
             dl = noisy.loss - base_loss
             e = eps[i]
-            norm2 = (e * e).sum(axis=1)
+            norm2 = namespace(e).sum(e * e, axis=1)
             w = dl * e.shape[1] / (norm2 + _TINY)
             _layer_grads(net, grads, i, e, w, clean.inputs[i], K)
-            dls.append(float(dl.mean()))
-        return RuleOutput(grads, clean, sum(dls) / len(dls))
+            dls.append(namespace(dl).mean(dl))
+        return RuleOutput(grads, clean, tuple(dls))
 
 
 class ANP(Perturbation):
@@ -145,9 +146,9 @@ class ANP(Perturbation):
         clean, noisy = net.forward_pair(params, x, y, rng=rng, perturb=eps, repeats=K)
         dl = noisy.loss - tile_rows(clean.loss, K)
         da = [noisy.pre[i] - tile_rows(clean.pre[i], K) for i in range(net.n_layers)]
-        norm2 = sum((d * d).sum(axis=1) for d in da)
+        norm2 = sum(namespace(d).sum(d * d, axis=1) for d in da)
         w = dl * net.n_units / (norm2 + _TINY)
         grads = {}
         for i in range(net.n_layers):
             _layer_grads(net, grads, i, da[i], w, clean.inputs[i], K)
-        return RuleOutput(grads, clean, float(dl.mean()))
+        return RuleOutput(grads, clean, namespace(dl).mean(dl))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from ...backend.arrays import namespace
 from ...model.network import param_key
 from .base import RuleOutput
 from .perturbation import Perturbation
@@ -21,6 +22,7 @@ class WP(Perturbation):
 
     def __call__(self, net, params, x, y, rng):
         clean = net.forward(params, x, y, rng=rng)
+        xp = namespace(clean.loss)
         keys = [param_key(i, n) for i in range(net.n_layers) for n in ("W", "b")]
         grads = {k: None for k in keys}
         dls = []
@@ -30,9 +32,9 @@ class WP(Perturbation):
             for k in keys:
                 perturbed[k] = params[k] + xi[k]
             noisy = net.forward(perturbed, x, y, rng=rng)
-            dl = (noisy.loss - clean.loss).mean()
-            dls.append(float(dl))
+            dl = xp.mean(noisy.loss - clean.loss)
+            dls.append(dl)
             for k in keys:
                 g = xi[k] * (dl / (self.sigma**2 * self.perturbations))
                 grads[k] = g if grads[k] is None else grads[k] + g
-        return RuleOutput(grads, clean, sum(dls) / len(dls))
+        return RuleOutput(grads, clean, tuple(dls))

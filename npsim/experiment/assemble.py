@@ -44,9 +44,29 @@ class Experiment:
 
 
 def build_network(cfg: Config, n_in: int, n_out: int) -> Network:
+    """The network ``cfg`` describes, for data of ``n_in`` features and ``n_out`` classes.
+
+    With ``network.from_nir`` the layers, node models and initial weights come
+    from that NIR graph (:mod:`npsim.experiment.nir`); its ``init`` then returns
+    the graph's weights (and R = I) instead of drawing them.
+    """
     nc = cfg.network
     base, dec_rule = split_rule_name(cfg.rule.name)
     dec = dec_rule if nc.decorrelate is None else nc.decorrelate
+    if nc.from_nir is not None:
+        from .nir import pretrained_network
+
+        net = pretrained_network(nc.from_nir, n_in, n_out, loss=make_loss(nc.loss), simulation=nc.simulation,
+                                 decorrelate=dec, noise=nc.noise,
+                                 output_noise=nc.noise if cfg.rule.noise == "intrinsic" else None)
+    else:
+        net = _network_from_keys(cfg, n_in, n_out, dec)
+    return _checked(cfg, net)
+
+
+def _network_from_keys(cfg: Config, n_in: int, n_out: int, dec: bool) -> Network:
+    """The network of the keys network.conv, hidden, node, node_params, output and output_params."""
+    nc = cfg.network
     n_hidden = len(nc.conv) + len(nc.hidden)
     nodes = nc.node if isinstance(nc.node, list) else [nc.node] * n_hidden
     hidden_nodes = [make_node(nodes[i], **nc.node_params) for i in range(n_hidden)]
@@ -68,7 +88,11 @@ def build_network(cfg: Config, n_in: int, n_out: int) -> Network:
                 f"network.noise: the time-stepped node model {node.name!r} takes no activity noise; give it "
                 f"noise with its own 'membrane_noise' parameter (network.node_params)")
         layers.append(Dense(sizes[i], sizes[i + 1], node, decorrelate=dec, noise=noise))
-    net = Network(layers, make_loss(nc.loss), simulation=nc.simulation)
+    return Network(layers, make_loss(nc.loss), simulation=nc.simulation)
+
+
+def _checked(cfg: Config, net: Network) -> Network:
+    """``net``, once the settings that must fit it (encoding, freeze, monitor) are checked."""
     if net.temporal and net.simulation.stochastic_input and cfg.data.normalize != "unit":
         raise IncompatibleSettings(f"network.simulation.encoding = '{net.simulation.encoding}' reads inputs as spike "
                                    f"probabilities in [0, 1]; set data.normalize = 'unit'")

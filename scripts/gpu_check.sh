@@ -9,6 +9,7 @@
 set -uo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)  # absolute: the script runs from the repository root
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python}
 missing=$($py - <<'PY'
@@ -31,7 +32,8 @@ echo "== step benchmark (GPU)"
 timeout 900 $py scripts/bench_rules.py --device cuda --batch 256 1024 4096 --rules bp np anp danp --repeats 5 \
     --steps 5 $torch_flag --markdown "$out/benchmarks-gpu.md" 2>&1 | tee "$out/bench.txt" | tail -20
 echo "== one Fashion-MNIST epoch of DANP, paper settings (784-1000-1000-1000-10, batch 1000)"
-timeout 600 $py - <<'PY' 2>&1 | tee "$out/epoch.txt"
+timeout 600 env NPSIM_CHECK_OUT="$out" $py - <<'PY' 2>&1 | tee "$out/epoch.txt"
+import os
 import time
 from npsim.experiment import load_config, models_dir, run
 from npsim.io.data import search_places
@@ -40,10 +42,10 @@ full = any(ok and "npsim" not in place for place, ok in search_places("fashion-m
 cfg = load_config(models_dir() / "fmnist-danp.toml").with_overrides(
     {"backend": "cupy", "train.epochs": 1, "train.diagnostics_every": 0, "train.eval_train_samples": 1000,
      "name": "gpu-epoch"} | ({} if full else {"data.path": str(models_dir().parent / "data" / "fashion-mnist")}))
-run(cfg.with_overrides({"train.epochs": 1, "data.n_train": 2000}), "/tmp/npsim-gpu-warm.h5", overwrite=True,
+run(cfg.with_overrides({"train.epochs": 1, "data.n_train": 2000}), os.path.join(os.environ["NPSIM_CHECK_OUT"], "warm.h5"), overwrite=True,
     progress=False)  # compiles the kernels
 t0 = time.perf_counter()
-res = run(cfg, "/tmp/npsim-gpu-epoch.h5", overwrite=True, progress=False)
+res = run(cfg, os.path.join(os.environ["NPSIM_CHECK_OUT"], "epoch.h5"), overwrite=True, progress=False)
 wall = time.perf_counter() - t0
 t = read_trajectory(res.path)
 train = float(t.steps["wall_time"][-1])

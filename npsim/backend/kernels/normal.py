@@ -358,38 +358,43 @@ def _fill_np(base: int, aux: int, first: int, out: np.ndarray) -> None:
 # --- public API ---------------------------------------------------------------------------------------
 
 
-def _check(key, n, dtype, out):
-    """Validated (key: int, n: int, dtype: np.dtype); ValueError on bad input."""
+def check_args(name: str, key, n, dtype, start, out=None):
+    """Validated (key: int, n: int, dtype: np.dtype, start: int) for the counter-based draws of ``name``
+    (this module's and :mod:`.uniform`'s); ``out``, when given, must be a writeable contiguous (n,) array of
+    that dtype. ValueError naming the argument.
+    """
     try:
         if isinstance(n, bool):
             raise TypeError
         n = operator.index(n)
     except TypeError:
-        raise ValueError(f"standard_normal: n must be an integer, got {n!r}") from None
+        raise ValueError(f"{name}: n must be an integer, got {n!r}") from None
     if n < 0:
-        raise ValueError(f"standard_normal: n must be a non-negative integer, got {n!r}")
+        raise ValueError(f"{name}: n must be a non-negative integer, got {n!r}")
     try:
         if dtype is None:
             raise TypeError
         dt = np.dtype(dtype)
     except TypeError:
-        raise ValueError(f"standard_normal: dtype must be float32 or float64, got {dtype!r}") from None
+        raise ValueError(f"{name}: dtype must be float32 or float64, got {dtype!r}") from None
     if dt not in (np.float32, np.float64):
-        raise ValueError(f"standard_normal: dtype must be float32 or float64, got {dt}")
+        raise ValueError(f"{name}: dtype must be float32 or float64, got {dt}")
     try:
         if isinstance(key, bool):
             raise TypeError
         key = operator.index(key)
     except TypeError:
-        raise ValueError(f"standard_normal: key must be an integer in [0, 2**64), got {key!r}") from None
+        raise ValueError(f"{name}: key must be an integer in [0, 2**64), got {key!r}") from None
     if not 0 <= key < 2 ** 64:
-        raise ValueError(f"standard_normal: key must be an integer in [0, 2**64), got {key!r}")
+        raise ValueError(f"{name}: key must be an integer in [0, 2**64), got {key!r}")
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start < 2 ** 62:
+        raise ValueError(f"{name}: start must be an integer in [0, 2**62), got {start!r}")
     if out is not None and not (isinstance(out, np.ndarray) and out.dtype == dt and out.shape == (n,)
                                 and out.flags.c_contiguous and out.flags.writeable):
         desc = f"{type(out).__name__} {getattr(out, 'dtype', '?')} {getattr(out, 'shape', '?')}"
-        raise ValueError(f"standard_normal: out must be a writeable contiguous {dt} array of shape ({n},), "
+        raise ValueError(f"{name}: out must be a writeable contiguous {dt} array of shape ({n},), "
                          f"got {desc}")
-    return key, n, dt
+    return key, n, dt, int(start)
 
 
 def standard_normal(key: int, n: int, dtype=np.float32, *, start: int = 0, use_numba: bool = True,
@@ -406,10 +411,7 @@ def standard_normal(key: int, n: int, dtype=np.float32, *, start: int = 0, use_n
     start : index of the first draw, an integer >= 0.
     out : optional (n,) contiguous array of ``dtype`` to write into; returned.
     """
-    key, n, dt = _check(key, n, dtype, out)
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start < 2 ** 62:
-        raise ValueError(f"standard_normal: start must be an integer in [0, 2**62), got {start!r}")
-    start = int(start)
+    key, n, dt, start = check_args("standard_normal", key, n, dtype, start, out)
     if out is None:
         out = np.empty(n, dt)
     if n == 0:

@@ -32,18 +32,15 @@ Speed
 
 from __future__ import annotations
 
-import operator
-
 import numba as nb
 import numpy as np
 
-from .normal import GOLD, _mix64, _mix_array, _mix_int
+from .normal import GOLD, _mix64, _mix_array, _mix_int, check_args
 
 __all__ = ["standard_uniform"]
 
 #: xor-ed into the key before it is mixed: the uniform stream's own base (odd, unlike normal's constants)
 _UNIFORM = 0xD1B54A32D192ED03
-_MAX_START = 2 ** 62
 _NP_CHUNK = 1 << 18  # draws per NumPy step: bounds the twin's uint64 scratch to 2 MiB
 
 U40, U11 = np.uint64(40), np.uint64(11)
@@ -99,48 +96,6 @@ def _fill_np(base: int, first: int, out: np.ndarray) -> None:
 # --- public API ---------------------------------------------------------------------------------------
 
 
-def check_args(name: str, key, n, dtype, start):
-    """Validated (key: int, n: int, dtype: np.dtype, start: int) for the counter-based draws of ``name``.
-
-    ValueError naming the argument, in :func:`.normal.standard_normal`'s words.
-    """
-    try:
-        if isinstance(n, bool):
-            raise TypeError
-        n = operator.index(n)
-    except TypeError:
-        raise ValueError(f"{name}: n must be an integer, got {n!r}") from None
-    if n < 0:
-        raise ValueError(f"{name}: n must be a non-negative integer, got {n!r}")
-    try:
-        if dtype is None:
-            raise TypeError
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise ValueError(f"{name}: dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in (np.float32, np.float64):
-        raise ValueError(f"{name}: dtype must be float32 or float64, got {dt}")
-    try:
-        if isinstance(key, bool):
-            raise TypeError
-        key = operator.index(key)
-    except TypeError:
-        raise ValueError(f"{name}: key must be an integer in [0, 2**64), got {key!r}") from None
-    if not 0 <= key < 2 ** 64:
-        raise ValueError(f"{name}: key must be an integer in [0, 2**64), got {key!r}")
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start < _MAX_START:
-        raise ValueError(f"{name}: start must be an integer in [0, 2**62), got {start!r}")
-    return key, n, dt, int(start)
-
-
-def _check_out(out, n: int, dt: np.dtype) -> None:
-    if not (isinstance(out, np.ndarray) and out.dtype == dt and out.shape == (n,) and out.flags.c_contiguous
-            and out.flags.writeable):
-        desc = f"{type(out).__name__} {getattr(out, 'dtype', '?')} {getattr(out, 'shape', '?')}"
-        raise ValueError(f"standard_uniform: out must be a writeable contiguous {dt} array of shape ({n},), "
-                         f"got {desc}")
-
-
 def standard_uniform(key: int, n: int, dtype=np.float32, *, start: int = 0, use_numba: bool = True,
                      out=None) -> np.ndarray:
     """Draws start..start+n-1 of U[0, 1): (n,) C-contiguous array of ``dtype`` (float32 or float64).
@@ -157,10 +112,8 @@ def standard_uniform(key: int, n: int, dtype=np.float32, *, start: int = 0, use_
     start : index of the first draw, an integer in [0, 2**62).
     out : optional (n,) contiguous array of ``dtype`` to write into; returned.
     """
-    key, n, dt, start = check_args("standard_uniform", key, n, dtype, start)
-    if out is not None:
-        _check_out(out, n, dt)
-    else:
+    key, n, dt, start = check_args("standard_uniform", key, n, dtype, start, out)
+    if out is None:
         out = np.empty(n, dt)
     if n == 0:
         return out

@@ -17,6 +17,7 @@ from npsim.io.trajectory import (
     Series,
     TrajectoryError,
     TrajectoryWriter,
+    access,
     read_checkpoint,
     read_trajectory,
 )
@@ -386,6 +387,42 @@ def test_error_truncated(tmp_path):
     (tmp_path / "copy.h5").write_bytes(data)  # a complete copy is readable
     assert len(read_trajectory(tmp_path / "copy.h5").steps["loss"]) == 5000
     w.close()
+
+
+_FINISH_WRITING = textwrap.dedent("""
+    import sys, time
+    with open(sys.argv[1], "r+b") as fh:  # a writer that holds the file and is still extending it
+        print("open", flush=True)
+        time.sleep(float(sys.argv[3]))
+        fh.seek(0, 2)
+        fh.write(open(sys.argv[2], "rb").read()[fh.tell():])
+""")
+
+
+def test_a_live_writer_extending_its_file_is_waited_for(tmp_path):
+    # A SWMR writer's file is, for moments, shorter than its superblock records. While a process
+    # holds it open for writing, a reader must not call it truncated (the plain open fails first
+    # on the length, so this is not the message that says the file is open).
+    full = tmp_path / "full.h5"
+    w = make_writer(full)
+    w.append_steps(**step_rows(0, 5000))
+    w.checkpoint(state_arrays(1), {"epoch": 1, "step": 5000})
+    data = full.read_bytes()
+    path = tmp_path / "live.h5"
+    path.write_bytes(data[: len(data) - 4000])
+    writer = subprocess.Popen([sys.executable, "-c", _FINISH_WRITING, str(path), str(full), "0.3"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        assert access.written_elsewhere(str(path)) is True
+        assert len(read_trajectory(path).steps["loss"]) == 5000
+    finally:
+        writer.wait(timeout=30)
+        w.close()
+    assert access.written_elsewhere(str(path)) is False  # nobody has it open now
+    path.write_bytes(data[: len(data) - 4000])
+    with pytest.raises(TrajectoryError, match="truncated"):  # and, held by nobody, it is truncated
+        read_trajectory(path)
 
 
 def test_error_not_npsim(tmp_path):

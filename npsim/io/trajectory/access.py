@@ -30,6 +30,7 @@ from .recover import (
     clear_status_flags,
     shorter_than_recorded,
     superblock_flags,
+    written_elsewhere,
 )
 from .schema import (
     DIGEST_BYTES,
@@ -94,8 +95,12 @@ def open_read(path: str) -> h5py.File:
             except (OSError, RuntimeError, ValueError) as e:
                 err = e
                 msg = str(err).lower()
-        flagged = "already open for" in msg or "consistency flags" in msg
-        if flagged and not superblock_flags(path) & FLAG_SWMR_WRITE and superblock_flags(path) & FLAG_WRITE:
+        # The plain open fails on a file marked open for writing, or first on its length
+        # while a SWMR writer extends it.
+        flags = superblock_flags(path)
+        flagged = "already open for" in msg or "consistency flags" in msg or (
+            "truncated" in msg and flags & FLAG_SWMR_WRITE)
+        if flagged and not flags & FLAG_SWMR_WRITE and flags & FLAG_WRITE:
             # Open for writing outside SWMR mode: a writer finishing, writing monitors or resuming
             # (milliseconds), or one killed there. Wait for the first; then read a copy of the file
             # with the marks cleared, which leaves the file itself as it is.
@@ -103,11 +108,12 @@ def open_read(path: str) -> h5py.File:
                 time.sleep(0.1)
                 continue
             return _open_copy(path)
-        if flagged and superblock_flags(path) & FLAG_SWMR_WRITE:
+        if flagged and flags & FLAG_SWMR_WRITE:
             # Written in SWMR mode right now, or its writer was killed: read it as a
             # SWMR reader. Such a read skips HDF5's end-of-file check and retries
             # unreadable metadata for a very long time, so check the length first.
-            if shorter_than_recorded(path):
+            # A live writer's file is briefly shorter while it extends it; one nobody writes is truncated.
+            if shorter_than_recorded(path) and not written_elsewhere(path):
                 if not last:
                     time.sleep(0.1)  # a live writer may be between flushing and extending
                     continue

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,9 +12,29 @@ import numpy as np
 from ...errors import TrajectoryCorrupt
 from .access import check_layout, meta_fields, open_read, read_checkpoint_slot
 from .monitors import Recordings, read_recordings_in
+from .recover import written_elsewhere
 from .schema import META_FIELDS, attr_value, datasets_under, h5msg
 
 __all__ = ["Trajectory", "read_trajectory", "read_checkpoint", "read_attrs"]
+
+_LIVE_RETRIES = 30  # times 0.1 s: how long a read waits out a writer that is extending the file
+
+
+def _retried_while_written(read):
+    """Repeat a read that found the file damaged while another process writes it: a SWMR
+    writer extends its file in steps, and a reader may land between them."""
+
+    @functools.wraps(read)
+    def wrapper(path, *args, **kwargs):
+        for attempt in range(_LIVE_RETRIES):
+            try:
+                return read(path, *args, **kwargs)
+            except TrajectoryCorrupt:
+                if attempt == _LIVE_RETRIES - 1 or not written_elsewhere(os.fspath(path)):
+                    raise
+            time.sleep(0.1)
+
+    return wrapper
 
 
 @dataclass(repr=False)
@@ -54,6 +76,7 @@ class Trajectory:
         )
 
 
+@_retried_while_written
 def read_trajectory(path, *, snapshots: bool = True, monitors: bool = True) -> Trajectory:
     """Read a trajectory file, also while its run is still writing it.
 
@@ -95,6 +118,7 @@ def read_trajectory(path, *, snapshots: bool = True, monitors: bool = True) -> T
     )
 
 
+@_retried_while_written
 def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """The newest checkpoint of a run that passes its checksum: (state arrays, counters).
 
@@ -108,6 +132,7 @@ def read_checkpoint(path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     return arrays, {name: int(v) for name, v in zip(fields[len(META_FIELDS):], counters[len(META_FIELDS) - 1:])}
 
 
+@_retried_while_written
 def read_attrs(path) -> dict:
     """The root attributes of a trajectory file (config, status, writer, ...) as plain values, reading nothing else."""
     path = os.fspath(path)

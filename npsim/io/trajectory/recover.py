@@ -14,8 +14,8 @@ import time
 
 from ...errors import TrajectoryCorrupt
 
-__all__ = ["HDF5_SIGNATURE", "FLAG_WRITE", "FLAG_SWMR_WRITE", "writer_alive", "superblock_flags",
-           "shorter_than_recorded", "clear_status_flags"]
+__all__ = ["HDF5_SIGNATURE", "FLAG_WRITE", "FLAG_SWMR_WRITE", "writer_alive", "written_elsewhere",
+           "superblock_flags", "shorter_than_recorded", "clear_status_flags"]
 
 # Superblock (format versions 2 and 3) status flags, as cleared by `h5clear -s`.
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -56,6 +56,41 @@ def _alive(pid, host) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # zombie: dead, not reaped
     except (OSError, IndexError):
         return True
+
+
+def written_elsewhere(path: str) -> bool | None:
+    """Whether another process on this host has ``path`` open for writing (None: cannot tell here).
+
+    Reads ``/proc/*/fd`` (Linux): the answer needs no HDF5 open, which is what a
+    reader wants to know before it trusts a file shorter than its header records.
+    Processes of other users that this one may not inspect are not seen.
+    """
+    if not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    me = str(os.getpid())
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or pid == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.stat(f"/proc/{pid}/fd/{fd}")
+                if (target.st_dev, target.st_ino) != (st.st_dev, st.st_ino):
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}") as fh:
+                    flags = next(int(line.split()[1], 8) for line in fh if line.startswith("flags:"))
+            except (OSError, StopIteration, ValueError):
+                continue
+            if flags & (os.O_WRONLY | os.O_RDWR):
+                return True
+    return False
 
 
 def superblock_flags(path: str) -> int:

@@ -18,9 +18,11 @@ from .noise import (
     make_noise,
 )
 from .spiking import LIF, LeakyIntegrator, Monitor, Simulation
+from .substrate import Capabilities, FunctionSubstrate, Measurement, NetworkSubstrate, Substrate, SubstrateNetwork
 
 __all__ = [
     "NODE_MODELS", "make_node", "Conv2D", "ConvSpec", "Dense", "Layer", "LOSSES", "Loss", "accuracy", "make_loss",
     "Network", "Trace", "mlp", "param_key", "NOISE_KINDS", "ActivityNoise", "GaussianNoise", "KickNoise",
     "ReplayNoise", "TelegraphNoise", "make_noise", "NodeModel", "LIF", "LeakyIntegrator", "Monitor", "Simulation",
+    "Capabilities", "FunctionSubstrate", "Measurement", "NetworkSubstrate", "Substrate", "SubstrateNetwork",
 ]

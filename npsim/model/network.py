@@ -26,6 +26,7 @@ from ..backend.arrays import namespace as _xp
 from ..backend.arrays import tile_rows
 from ..backend.kernels import drive_activate
 from ..errors import IncompatibleSettings
+from .capabilities import Capabilities
 from .catalog import make_node
 from .layers import Dense, Layer
 from .losses import Loss, make_loss
@@ -57,6 +58,8 @@ class Trace:
     seed      : seed of the input spike trains (spike-encoded temporal networks),
                 reused by every pass built on this one.
     records   : monitor recordings per layer (see :func:`npsim.model.spiking.simulate`).
+    source    : the substrate measurement the trace was built from (passes a
+                :class:`~npsim.model.substrate.SubstrateNetwork` runs), else None.
 
     For temporal (spiking) layers the entries are time averages: inputs the
     mean rate of the layer below, pre the mean input current, post the readout.
@@ -71,6 +74,7 @@ class Trace:
     repeats: int = 1
     seed: int | None = None
     records: dict | None = None
+    source: object = None
 
     @property
     def output(self):
@@ -129,6 +133,15 @@ class Network:
     def noisy(self) -> bool:
         """Whether any layer's units add intrinsic noise (activity noise or their node model's own)."""
         return any(layer.noisy for layer in self.layers)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the system running this network's passes can do: npsim's own simulation can do everything."""
+        return Capabilities(perturbation=True, hidden=True, noisy=self.noisy)
+
+    @property
+    def substrate_name(self) -> str:
+        return "npsim"
 
     @property
     def decorrelated(self) -> list[int]:

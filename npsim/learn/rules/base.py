@@ -5,10 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ...errors import IncompatibleSettings
 from ...model.network import Network, Trace
 from ...params import Params
 
-__all__ = ["Rule", "RuleOutput"]
+__all__ = ["Rule", "RuleOutput", "require_capabilities"]
+
+
+def require_capabilities(net: Network, rule: str, *, perturbation: bool = False, hidden: bool = False) -> None:
+    """Raise :class:`~npsim.errors.IncompatibleSettings` (one line) if what runs ``net``'s passes cannot
+    inject perturbations (``perturbation``) or report hidden activities (``hidden``) as rule ``rule`` needs."""
+    caps, who = net.capabilities, f"substrate {net.substrate_name!r}"
+    if hidden and not caps.hidden:
+        raise IncompatibleSettings(f"rule {rule!r} needs every layer's input and activity, but {who} reports only "
+                                   f"its outputs; train it with 'wp', which needs only the outputs")
+    if perturbation and not caps.perturbation:
+        hint = ("use 'anp' or 'danp' with rule.noise = 'intrinsic'" if caps.noisy else
+                "use 'wp', which perturbs the weights it sets")
+        raise IncompatibleSettings(f"rule {rule!r} injects a perturbation into the layers' activities, but {who} "
+                                   f"takes none; {hint}")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from ...backend.kernels import decorrelation_finish
 from ...errors import IncompatibleSettings
 from ...model.network import param_key
 from ...params import PositiveFloat, Probability
-from .base import Rule
+from .base import Rule, require_capabilities
 
 __all__ = ["Decorrelate", "decorrelate", "decorrelation_step", "DecorrelationRate", "Kappa", "DecorrelationRows"]
 
@@ -72,6 +72,7 @@ class Decorrelate(Rule):
         if not net.decorrelated:
             raise IncompatibleSettings(f"{self.name}: the network has no decorrelating layer (set decorrelate on "
                                        f"its layers)")
+        require_capabilities(net, self.name, hidden=True)
         self.inner.check(net)
 
     def __call__(self, net, params, x, y, rng):

@@ -17,7 +17,7 @@ from ...backend.kernels import scale_rows
 from ...errors import IncompatibleSettings
 from ...model.network import param_key
 from ...params import PositiveFloat, PositiveInt
-from .base import Rule, RuleOutput
+from .base import Rule, RuleOutput, require_capabilities
 
 __all__ = ["Perturbation", "NP", "INP", "ANP", "Sigma", "Perturbations", "NoiseSource"]
 
@@ -52,6 +52,12 @@ class Perturbation(Rule):
 
     sigma: Sigma = 1e-3
     perturbations: Perturbations = 1
+    #: whether the rule injects a perturbation into the activities, and reads every layer's input
+    injects: ClassVar[bool] = True
+    reads_layers: ClassVar[bool] = True
+
+    def check(self, net):
+        require_capabilities(net, self.name, perturbation=self.injects, hidden=self.reads_layers)
 
     def _clean(self, net, params, x, y, rng):
         return net.forward(params, x, y, rng=rng)
@@ -131,7 +137,12 @@ class ANP(Perturbation):
     noise: NoiseSource = "injected"
     name: ClassVar[str] = "anp"
 
+    @property
+    def injects(self) -> bool:  # type: ignore[override]
+        return self.noise == "injected"
+
     def check(self, net):
+        super().check(net)
         if self.noise == "intrinsic" and not net.noisy:
             raise IncompatibleSettings(
                 "anp with noise='intrinsic' needs units with intrinsic noise "

@@ -19,6 +19,8 @@ class WP(Perturbation):
     """
 
     name: ClassVar[str] = "wp"
+    injects: ClassVar[bool] = False  # it perturbs the weights, which every substrate is given
+    reads_layers: ClassVar[bool] = False  # and needs only the loss
 
     def __call__(self, net, params, x, y, rng):
         clean = net.forward(params, x, y, rng=rng)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from npsim.errors import DataError
 from npsim.experiment.loop import epoch_order
 from npsim.io.data import (
     DataFormatError,
@@ -388,3 +389,21 @@ def test_validation_split_replaces_the_test_set(tmp_path):
     assert "validation" in ds.source
     with pytest.raises(ValueError, match="validation must be an integer in \\[1, 39\\]"):
         load_dataset("d", tmp_path / "d.npz", n_train=40, validation=40)
+
+
+def test_pool_averages_image_blocks_and_refuses_what_it_cannot_pool(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (6, 4, 6), dtype=np.uint8)
+    path = tmp_path / "imgs.npz"
+    np.savez(path, x_train=imgs, y_train=np.arange(6) % 2, x_test=imgs[:2], y_test=np.array([0, 1]))
+    ds = load_dataset(str(path), normalize="none", pool=2)
+    expect = imgs.astype(np.float64).reshape(6, 2, 2, 3, 2).mean(axis=(2, 4)).reshape(6, -1) / 255
+    assert ds.x_train.shape == (6, 6) and np.allclose(ds.x_train, expect, atol=1e-6)
+    assert load_dataset(str(path), normalize="unit", pool=2).x_train.max() <= 1.0
+    with pytest.raises(DataError, match="pool 4 must divide the images' height and width"):
+        load_dataset(str(path), pool=4)
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, x_train=imgs.reshape(6, -1), y_train=np.arange(6) % 2, x_test=imgs[:2].reshape(2, -1),
+             y_test=np.array([0, 1]))
+    with pytest.raises(DataError, match=r"pool averages images, but .* holds inputs of shape \(24,\)"):
+        load_dataset(str(flat), pool=2)

@@ -20,11 +20,13 @@ from ..learn.rules import split_name as split_rule_name
 from ..model.catalog import make_node
 from ..model.layers import Conv2D, Dense
 from ..model.losses import make_loss
+from ..model.brian2_substrate import Brian2Substrate
 from ..model.network import Network
+from ..model.substrate import SubstrateNetwork
 from .config import Config, rule_from_config
 from .resources import check_memory, estimate_memory
 
-__all__ = ["Experiment", "build", "build_network"]
+__all__ = ["Experiment", "build", "build_network", "with_substrate"]
 
 
 @dataclass
@@ -62,6 +64,30 @@ def build_network(cfg: Config, n_in: int, n_out: int) -> Network:
     else:
         net = _network_from_keys(cfg, n_in, n_out, dec)
     return _checked(cfg, net)
+
+
+def with_substrate(cfg: Config, net: Network) -> Network:
+    """``net`` as the config's [substrate] runs it: unchanged for npsim, else a SubstrateNetwork."""
+    sc = cfg.substrate
+    if sc.name == "npsim":
+        if sc != type(sc)(name="npsim"):
+            raise IncompatibleSettings("substrate.perturbation, method and target are settings of substrate "
+                                       "'brian2'; npsim's own simulation takes none")
+        return net
+    if cfg.backend != "numpy":
+        raise IncompatibleSettings(f"substrate 'brian2' runs on the host: set backend = 'numpy' (got "
+                                   f"'{cfg.backend}')")
+    if cfg.train.monitor is not None:
+        raise IncompatibleSettings("train.monitor records npsim's own simulation; substrate 'brian2' is not "
+                                   "recorded: remove [train.monitor] (on the command line: --unset train.monitor)")
+    if sc.perturbation == "intrinsic" and cfg.rule.noise != "intrinsic":
+        raise IncompatibleSettings("substrate.perturbation = 'intrinsic' takes no injected perturbation: set "
+                                   "rule.noise = 'intrinsic' (with rule 'anp' or 'danp')")
+    # evaluate in passes as large as a training update's, whose Brian2 network is then built already
+    rows = cfg.train.batch_size * (1 + (cfg.rule.perturbations if split_rule_name(cfg.rule.name)[0] != "wp" else 0))
+    substrate = Brian2Substrate(net, perturbation=sc.perturbation, method=sc.method, target=sc.target,
+                                eval_batch_size=rows)
+    return SubstrateNetwork(net, substrate)
 
 
 def _network_from_keys(cfg: Config, n_in: int, n_out: int, dec: bool) -> Network:
@@ -152,8 +178,9 @@ def build(cfg: Config, *, data: Dataset | None = None) -> Experiment:
     """Build data, network, rule and optimizer from a validated config (IncompatibleSettings on bad combinations)."""
     be = get_backend(cfg.backend, cfg.dtype)
     ds = data if data is not None else load_dataset(cfg.data.name, cfg.data.path, n_train=cfg.data.n_train,
-                                                    normalize=cfg.data.normalize, validation=cfg.data.validation)
-    net = build_network(cfg, ds.n_features, ds.n_classes)
+                                                    normalize=cfg.data.normalize, validation=cfg.data.validation,
+                                                    pool=cfg.data.pool)
+    net = with_substrate(cfg, build_network(cfg, ds.n_features, ds.n_classes))
     rule = rule_from_config(cfg.rule)
     rule.check(net)
     if cfg.train.batch_size > ds.n_train:

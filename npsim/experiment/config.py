@@ -90,6 +90,7 @@ class DataConfig(Strict):
     n_train: PositiveInt | None = None
     normalize: Literal["standard", "unit", "none"] = "standard"
     validation: PositiveInt | None = None  # last N training samples replace the test set (tuning)
+    pool: PositiveInt | None = None  # average images over pool x pool pixel blocks (28x28 -> 14x14 with 2)
 
 
 class NetworkConfig(Strict):
@@ -173,6 +174,15 @@ class TrainConfig(Strict):
     freeze: list[NonNegativeInt] = []  # layers (0-based) whose W, b and R stay at their initial values (a control run)
 
 
+class SubstrateConfig(Strict):
+    """What runs the network's passes (docs/design.md §12): npsim itself, or Brian2 (``npsim[brian2]``)."""
+
+    name: Literal["npsim", "brian2"] = "npsim"
+    perturbation: Literal["injected", "intrinsic"] = "injected"  # brian2: inject currents, or only membrane noise
+    method: Literal["exact", "euler", "heun", "milstein"] | None = None  # brian2's integrator; None: exact, or euler with noise
+    target: Literal["numpy", "cython"] = "numpy"  # brian2's code generation
+
+
 class Config(Strict):
     name: str = Field(default="run", min_length=1, max_length=200)  # the run's file name stem
     seed: NonNegativeInt = 0
@@ -183,6 +193,7 @@ class Config(Strict):
     rule: RuleConfig = RuleConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     train: TrainConfig = TrainConfig()
+    substrate: SubstrateConfig = SubstrateConfig()
 
     @field_validator("name")
     @classmethod

@@ -233,8 +233,9 @@ def _evaluate_epoch(ex: Experiment, params: dict, epoch: int) -> dict:
     n_eval = ex.data.n_train if cfg.train.eval_train_samples is None else min(cfg.train.eval_train_samples,
                                                                                ex.data.n_train)
     rng = _eval_stream(ex, epoch)
-    tr_loss, tr_acc = evaluate(ex.net, params, ex.x_train[:n_eval, ...], ex.y_train[:n_eval, ...], rng)
-    te_loss, te_acc = evaluate(ex.net, params, ex.x_test, ex.y_test, rng)
+    bs = ex.net.eval_batch_size
+    tr_loss, tr_acc = evaluate(ex.net, params, ex.x_train[:n_eval, ...], ex.y_train[:n_eval, ...], rng, bs)
+    te_loss, te_acc = evaluate(ex.net, params, ex.x_test, ex.y_test, rng, bs)
     return {"train_loss": tr_loss, "train_accuracy": tr_acc, "test_loss": te_loss, "test_accuracy": te_acc}
 
 

@@ -134,6 +134,9 @@ class Network:
         """Whether any layer's units add intrinsic noise (activity noise or their node model's own)."""
         return any(layer.noisy for layer in self.layers)
 
+    #: samples per pass when evaluating (a substrate may run fewer at once)
+    eval_batch_size: int = 10000
+
     @property
     def capabilities(self) -> Capabilities:
         """What the system running this network's passes can do: npsim's own simulation can do everything."""

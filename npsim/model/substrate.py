@@ -65,10 +65,12 @@ class Substrate:
 
     name : shown in messages and in the run's description.
     capabilities : a :class:`Capabilities`.
+    eval_batch_size : samples per pass when evaluating.
     """
 
     name: str = "substrate"
     capabilities: Capabilities = Capabilities()
+    eval_batch_size: int = 10000
 
     def run(self, params: dict, x, *, perturb=None, repeats: int = 1, rng=None) -> Measurement:
         """One pass of ``repeats`` copies of the batch x (B, n_0), each copy with its rows of ``perturb`` added.
@@ -181,6 +183,10 @@ class SubstrateNetwork(Network):
     @property
     def substrate_name(self) -> str:
         return self.substrate.name
+
+    @property
+    def eval_batch_size(self) -> int:  # type: ignore[override]
+        return self.substrate.eval_batch_size
 
     @property
     def differentiable(self) -> bool:

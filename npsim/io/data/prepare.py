@@ -64,6 +64,21 @@ class Dataset:
         )
 
 
+def _pooled(x: np.ndarray, k, label: str) -> np.ndarray:
+    """Images (N, H, W[, C]) averaged over k x k blocks, float32 (uint8 scaled into [0, 1] first)."""
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise DataError(f"pool must be a positive integer, got {k!r}")
+    k = int(k)
+    if x.ndim not in (3, 4):
+        raise DataError(f"pool averages images, but {label!r} holds inputs of shape {tuple(x.shape[1:])}, "
+                        f"not (H, W) or (H, W, C)")
+    n, h, w = x.shape[:3]
+    if h % k or w % k:
+        raise DataError(f"pool {k} must divide the images' height and width ({h}x{w} in {label!r})")
+    f = x.astype(np.float32) * np.float32(1 / 255 if x.dtype == np.uint8 else 1)
+    return f.reshape(n, h // k, k, w // k, k, *x.shape[3:]).mean(axis=(2, 4), dtype=np.float32)
+
+
 def _to_float(x: np.ndarray) -> np.ndarray:
     """(N, ...) -> (N, D) float32; uint8 scaled by 1/255 into [0, 1]."""
     x2 = np.asarray(x).reshape(x.shape[0], -1)
@@ -118,7 +133,7 @@ def _class_count(raw: RawSplits, files: dict, label: str, declared: int | None) 
 
 
 def load_dataset(name: str, path=None, *, n_train: int | None = None, normalize: str = "standard",
-                 validation: int | None = None) -> Dataset:
+                 validation: int | None = None, pool: int | None = None) -> Dataset:
     """Find, read and preprocess a data set.
 
     Preprocessing: inputs are flattened to (N, D) float32; uint8 data are
@@ -153,6 +168,9 @@ def load_dataset(name: str, path=None, *, n_train: int | None = None, normalize:
     validation : hold out the last ``validation`` of the kept training samples
         and return them as the test set (for tuning without touching the test
         set); the normalisation statistics come from the rest.
+    pool : average each image over blocks of ``pool`` x ``pool`` pixels first
+        (28x28 Fashion-MNIST with pool 2: 14x14); images only, and their
+        height and width must be multiples of ``pool``.
 
     Returns
     -------
@@ -203,6 +221,8 @@ def load_dataset(name: str, path=None, *, n_train: int | None = None, normalize:
     y_test = np.ascontiguousarray(y_test, dtype=np.int64)
 
     is_uint8 = x_train.dtype == np.uint8
+    if pool is not None:
+        x_train, x_test = (_pooled(a, pool, label) for a in (x_train, x_test))
     xtr = _to_float(x_train)
     xte = _to_float(x_test)
     if normalize == "standard":

@@ -1,5 +1,5 @@
 """The Brian2 substrate: the same LIF dynamics as npsim's, measured activities the rules can use,
-reproducible training through the run loop, and clear refusals (docs/design.md §12)."""
+reproducible training through the run loop, and clear refusals (docs/design.md §10a)."""
 
 import importlib.util
 import math

@@ -1,4 +1,4 @@
-"""Substrates: a network whose passes another system runs trains as npsim's own does (docs/design.md §12)."""
+"""Substrates: a network whose passes another system runs trains as npsim's own does (docs/design.md §10a)."""
 
 import numpy as np
 import pytest

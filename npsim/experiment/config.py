@@ -175,7 +175,7 @@ class TrainConfig(Strict):
 
 
 class SubstrateConfig(Strict):
-    """What runs the network's passes (docs/design.md §12): npsim itself, or Brian2 (``npsim[brian2]``)."""
+    """What runs the network's passes (docs/design.md §10a): npsim itself, or Brian2 (``npsim[brian2]``)."""
 
     name: Literal["npsim", "brian2"] = "npsim"
     perturbation: Literal["injected", "intrinsic"] = "injected"  # brian2: inject currents, or only membrane noise

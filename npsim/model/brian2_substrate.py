@@ -1,4 +1,4 @@
-"""A Brian2 substrate: the network's LIF layers simulated by Brian2 (docs/design.md §12).
+"""A Brian2 substrate: the network's LIF layers simulated by Brian2 (docs/design.md §10a).
 
 Brian2 runs the leading stack of LIF layers with its own equations, integrator
 and noise; npsim sets the synaptic weights and the constant currents, reads

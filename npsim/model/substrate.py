@@ -1,4 +1,4 @@
-"""Substrates: the systems that run a network's passes (docs/design.md §12).
+"""Substrates: the systems that run a network's passes (docs/design.md §10a).
 
 Node perturbation needs nothing but forward passes and measured activities, so
 npsim can train a system it can only run: another simulator, an analog circuit,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,11 +179,14 @@ def plot_runs(paths, out) -> Path:
         title = f"{s['name']}: {s['rule']}, seed {s['seed']}"
         if s["network"]:
             title += f"  |  {s['network']}"
-        fig.suptitle(title, fontsize=11)
+        lines = textwrap.wrap(title, 150)  # a spiking network's description is longer than the figure is wide
+        fig.suptitle("\n".join(lines), fontsize=11 if len(lines) == 1 else 9)
+        top = 0.98 - 0.02 * (len(lines) - 1)
     else:
         fig.suptitle(f"{len(trajs)} runs", fontsize=11)
+        top = 0.98
     ncol = 3 if len(trajs) > 1 or drawn.layers > 1 else 1
     grid = _legend_grid(trajs, drawn, ncol)
     figure_legend(fig, grid, ncol)
-    fig.tight_layout(rect=(0, 0.015 + 0.03 * len(grid), 1, 0.98))
+    fig.tight_layout(rect=(0, 0.015 + 0.03 * len(grid), 1, top))
     return save(fig, out)

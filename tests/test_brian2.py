@@ -197,3 +197,13 @@ def test_the_wrapper_runs_passes_in_brian2(be64):
     assert clean.loss.shape == (4,) and noisy.loss.shape == (8,)
     assert math.isfinite(float(clean.loss.mean()))
     assert (noisy.pre[0] - np.tile(clean.pre[0], (2, 1)) == pytest.approx(0.5))
+
+
+def test_several_substrates_live_side_by_side_in_one_process(be64):
+    # a sweep's local worker builds one per run; Brian2 names must not collide
+    net = _net()
+    params = net.init(be64.stream(0), be64)
+    x = np.random.default_rng(0).uniform(0, 2, (3, 4))
+    first, second = Brian2Substrate(net), Brian2Substrate(net)
+    a, b = first.run(params, x), second.run(params, x)
+    assert np.array_equal(a.output, b.output) and np.array_equal(first.run(params, x).output, a.output)

@@ -293,7 +293,7 @@ def test_sigterm_marks_the_run_interrupted_and_it_resumes(cfg_path, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert stderr.strip().splitlines()[-1] == f"npsim: error: terminated (SIGTERM); resume with npsim train --resume {out}"
     t = read_trajectory(out)
     assert t.status == "interrupted" and "SIGTERM" in t.attrs["message"]

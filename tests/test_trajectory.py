@@ -473,3 +473,28 @@ def test_error_create_existing(tmp_path):
     w.close()
     t = read_trajectory(path)
     assert t.status == "running" and len(t.steps["loss"]) == 0
+
+
+def test_ctrl_c_inside_a_write_lands_after_it(tmp_path, monkeypatch):
+    # A signal that arrives while the writer is between two series of a row (here: raised from inside
+    # the first series' buffer append) must not leave the series with different lengths.
+    from npsim.io.trajectory import writer as writer_module
+
+    w = make_writer(tmp_path / "sig.h5")
+    w.append_steps(**step_rows(0, 3))
+    real = writer_module._RowBuffer.append
+    calls = []
+
+    def append_then_signal(self, rows):
+        real(self, rows)
+        if not calls:
+            calls.append(1)
+            signal.raise_signal(signal.SIGINT)  # Python's handler: KeyboardInterrupt at the next bytecode
+
+    monkeypatch.setattr(writer_module._RowBuffer, "append", append_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        w.append_steps(**step_rows(3, 2))
+    monkeypatch.setattr(writer_module._RowBuffer, "append", real)
+    w.finish("interrupted", message="interrupted by the user")
+    t = read_trajectory(tmp_path / "sig.h5")
+    assert t.status == "interrupted" and {len(v) for v in t.steps.values()} == {5}

@@ -144,7 +144,7 @@ class Brian2Substrate(Substrate):
             g = b2.NeuronGroup(rows * n, eqs, threshold="v >= threshold", reset=reset + "\ncount += 1",
                                refractory=node.refractory * b2.ms, method=method, dt=dt,
                                namespace={"tau": node.tau * b2.ms, "s": s, "threshold": node.threshold},
-                               name=f"layer{l}_{rows}")
+                               name=f"layer{l}_{rows}*")  # "*": Brian2 makes the name unique
             groups.append(g)
             if l > 0:
                 n_in = self.net.layers[l].n_in
@@ -152,7 +152,7 @@ class Brian2Substrate(Substrate):
                 syn = b2.Synapses(groups[l - 1], g, "w : 1",
                                   on_pre="v_post += k * w * int(not_refractory_post)\nisyn_post += w",
                                   namespace={"k": 1.0 - math.exp(-sim.dt / node.tau)}, dt=dt,
-                                  name=f"synapses{l}_{rows}")
+                                  name=f"synapses{l}_{rows}*")
                 syn.connect(i=(r * n_in + a).ravel(), j=(r * n + c).ravel())  # copy r: full n_in x n
                 synapses.append(syn)
         built = (b2.Network(*groups, *synapses), groups, synapses)

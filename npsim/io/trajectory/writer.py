@@ -93,6 +93,7 @@ from .schema import (
     state_digest,
     timestamp,
 )
+from .uninterrupted import uninterrupted
 
 __all__ = ["TrajectoryWriter"]
 
@@ -324,10 +325,12 @@ class TrajectoryWriter:
 
     # -- appending ----------------------------------------------------------
 
+    @uninterrupted
     def append_steps(self, **columns) -> None:
         """Buffer n rows of every step series (arrays of n rows, or scalars for one row)."""
         self._append("steps", columns)
 
+    @uninterrupted
     def append_epoch(self, **row) -> None:
         """Buffer one row of every epoch series."""
         self._append("epochs", row, one_row=True)
@@ -372,6 +375,7 @@ class TrajectoryWriter:
         self._rows[group] = n0 + k
         self._buffered[group] = 0
 
+    @uninterrupted
     def snapshot(self, epoch: int, arrays: Mapping[str, np.ndarray]) -> None:
         """Append one row to every /snapshots dataset (written now, visible after the next flush)."""
         self._check_open()
@@ -389,6 +393,7 @@ class TrajectoryWriter:
 
     # -- checkpoint ---------------------------------------------------------
 
+    @uninterrupted
     def checkpoint(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, int]) -> None:
         """Write a crash-safe checkpoint of every state array plus the run's counters.
 
@@ -433,6 +438,7 @@ class TrajectoryWriter:
 
     # -- monitors -------------------------------------------------------------
 
+    @uninterrupted
     def write_monitors(
         self,
         monitors: Mapping[int, Mapping[str, Any]],
@@ -504,6 +510,7 @@ class TrajectoryWriter:
 
     # -- flushing and closing -------------------------------------------------
 
+    @uninterrupted
     def flush(self) -> None:
         """Write buffered rows and flush the file, making them visible to readers and crash-safe.
 
@@ -531,6 +538,7 @@ class TrajectoryWriter:
                               f"checkpoint is kept: free some space and continue with npsim train --resume "
                               f"{self._path}") from None
 
+    @uninterrupted
     def close(self) -> None:
         """Flush and close without changing ``status`` (it stays ``"running"``). Idempotent."""
         if self._closed:
@@ -540,6 +548,7 @@ class TrajectoryWriter:
         finally:
             self._release()
 
+    @uninterrupted
     def finish(self, status: str, *, flush: bool = True, **attrs) -> None:
         """Flush, close, and mark the run ended.
 

@@ -249,3 +249,15 @@ def test_danp_trains_a_spiking_net_and_bp_refuses_it(be32):
 def test_bad_spiking_parameters_are_named(bad, match):
     with pytest.raises((ValueError, TypeError), match=match):
         bad()
+
+
+def test_a_time_stepped_layer_above_leaky_integrators_is_refused():
+    # li units pass no spikes on: a temporal layer above them would integrate nothing
+    from npsim.errors import IncompatibleSettings
+    from npsim.model import Dense, LeakyIntegrator, Network, make_loss, make_node
+
+    for above in (LIF(), LeakyIntegrator()):
+        with pytest.raises(IncompatibleSettings, match=r"layer 1 \('(lif|li)'\) would get no input: the layer "
+                                                       r"below it has non-spiking 'li' units"):
+            Network([Dense(3, 4, LeakyIntegrator()), Dense(4, 2, above)], make_loss("mse"))
+    Network([Dense(3, 4, LeakyIntegrator()), Dense(4, 2, make_node("linear"))], make_loss("mse"))  # reads the potential

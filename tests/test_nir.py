@@ -230,7 +230,7 @@ REFUSED = [
                                               "--drop-noise"),
     (lambda: Network([Dense(4, 5, LIF()), Dense(5, 3, Heaviside()), Dense(3, 2, Linear())], make_loss("mse")),
      "layer 1 (Dense, node model 'heaviside'): it reads the time-averaged output of the spiking layers"),
-    (lambda: Network([Dense(4, 5, LeakyIntegrator()), Dense(5, 2, LIF())], make_loss("mse")),
+    (lambda: Network([Dense(4, 5, LeakyIntegrator()), Dense(5, 2, Linear())], make_loss("mse")),
      "layer 0 (Dense, node model 'li'): an 'li' layer passes no spikes on"),
 ]
 

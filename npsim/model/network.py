@@ -104,6 +104,13 @@ class Network:
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Network: layer {i} must be a layer (Dense, Conv2D), got {type(layer).__name__}")
+        for i in range(1, len(layers)):
+            below, node = layers[i - 1].node, layers[i].node
+            if node.temporal and below.temporal and not below.spiking:
+                raise IncompatibleSettings(
+                    f"Network: layer {i} ('{node.name}') would get no input: the layer below it has "
+                    f"non-spiking '{below.name}' units, which pass no spikes on; make '{below.name}' the last "
+                    f"layer, or give layer {i} non-temporal units")
         if simulation is not None and not isinstance(simulation, Simulation):
             raise TypeError(f"Network: simulation must be a Simulation, got {type(simulation).__name__}")
         self.layers = tuple(layers)

@@ -207,3 +207,18 @@ def test_several_substrates_live_side_by_side_in_one_process(be64):
     first, second = Brian2Substrate(net), Brian2Substrate(net)
     a, b = first.run(params, x), second.run(params, x)
     assert np.array_equal(a.output, b.output) and np.array_equal(first.run(params, x).output, a.output)
+
+
+def test_a_brian2_that_fails_on_this_numpy_is_named(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def numpy_too_new(name, *args, **kwargs):
+        if name == "brian2":
+            raise AttributeError("type object 'numpy.ndarray' has no attribute 'ptp'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", numpy_too_new)
+    with pytest.raises(IncompatibleSettings, match=r"Brian2 cannot be imported with NumPy .*pip install 'npsim\[brian2\]'"):
+        Brian2Substrate(_net())

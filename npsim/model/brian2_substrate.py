@@ -51,8 +51,13 @@ def import_brian2():
     """The brian2 module, or a one-line error naming the extra to install."""
     try:
         import brian2
-    except ImportError as e:  # not installed, or built against another NumPy
+    except ImportError as e:
         raise IncompatibleSettings(f"substrate 'brian2' needs Brian2: pip install 'npsim[brian2]' ({e})") from None
+    except AttributeError as e:  # Brian2 2.9 with NumPy 2.4, which removed ndarray.ptp
+        import numpy
+
+        raise IncompatibleSettings(f"substrate 'brian2': Brian2 cannot be imported with NumPy {numpy.__version__} "
+                                   f"({e}); pip install 'npsim[brian2]' installs versions that work together") from None
     return brian2
 
 

@@ -126,7 +126,6 @@ class Brian2Substrate(Substrate):
         self.target, self.method, self.eval_batch_size = target, method, int(eval_batch_size)
         self.capabilities = Capabilities(perturbation=perturbation == "injected", hidden=True, noisy=noisy)
         self._built: dict[int, tuple] = {}
-        b2.prefs.codegen.target = target
         b2.prefs.logging.std_redirection = False  # its output stays its own
 
     # -- building --------------------------------------------------------------------------------
@@ -196,6 +195,7 @@ class Brian2Substrate(Substrate):
                 synapses[l - 1].w[:] = np.tile(np.asarray(Weff, np.float64).T.ravel(), rows)
         if rng is not None and self.capabilities.noisy:
             b2.seed(int(rng.integers(0, 2**31 - 1)))
+        b2.prefs.codegen.target = self.target  # a global preference, read as each run generates its code
         with _young_garbage_collection(b2):
             network.run(sim.duration * b2.ms)
         dtype = x.dtype

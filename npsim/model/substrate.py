@@ -40,7 +40,7 @@ class Measurement:
     """What a substrate reports of one pass (rows: repeats·B, copy k at rows k·B ..).
 
     inputs[l] : (rows or B, n_{l-1}) what layer l received, time-averaged (the
-        data for layer 0, the spike rate or output of layer l−1 above it); B rows
+        data for layer 0, else the spike rate or output of layer l−1); B rows
         where every copy received the same. None entries (or None) when the
         substrate reports only outputs.
     pre[l] : (rows, n_l) layer l's activity: its input current (time-averaged
@@ -50,6 +50,8 @@ class Measurement:
         R itself, as npsim's own network does); otherwise npsim applies it.
     state : anything the substrate keeps for itself (e.g. to replay a clean
         pass in :meth:`Substrate.run_from`); npsim does not read it.
+    records : spike and membrane recordings, where the substrate makes them
+        (see :func:`npsim.model.spiking.simulate`).
     """
 
     inputs: list | None

@@ -23,10 +23,3 @@ class Capabilities:
     perturbation: bool = True
     hidden: bool = True
     noisy: bool = False
-
-    def describe(self) -> str:
-        can = [w for w, ok in (("accepts injected perturbations", self.perturbation),
-                               ("reports hidden activities", self.hidden), ("has intrinsic noise", self.noisy)) if ok]
-        cannot = [w for w, ok in (("takes no injected perturbation", self.perturbation),
-                                  ("reports only its outputs", self.hidden)) if not ok]
-        return ", ".join(can + cannot) or "runs forward only"

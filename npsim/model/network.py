@@ -33,7 +33,7 @@ from .losses import Loss, make_loss
 from .nodes import fused_slope
 from .spiking import Monitor, Simulation, simulate
 
-__all__ = ["Network", "Trace", "param_key", "mlp"]
+__all__ = ["Network", "Trace", "param_key", "mlp", "check_pass"]
 
 
 def param_key(layer: int, name: str) -> str:
@@ -233,15 +233,7 @@ class Network:
         saves nothing there.
         """
         L = self.n_layers
-        if perturb is not None and len(perturb) != L:
-            raise ValueError(f"perturb must have one entry per layer ({L}), got {len(perturb)}")
-        if base is None and (start != 0 or repeats != 1):
-            raise ValueError("start > 0 or repeats > 1 needs a base trace to build on")
-        if not 0 <= start < L:
-            raise ValueError(f"start must be in [0, {L}), got {start}")
-        if repeats < 1:
-            raise ValueError(f"repeats must be >= 1, got {repeats}")
-
+        check_pass(L, perturb, base, start, repeats)
         if self.temporal:
             return self._forward_timed(params, x, y, rng, perturb, base, repeats, monitor)
         if monitor is not None:
@@ -283,8 +275,7 @@ class Network:
         Networks with temporal layers run the two passes one after the other.
         """
         L = self.n_layers
-        if perturb is not None and len(perturb) != L:
-            raise ValueError(f"perturb must have one entry per layer ({L}), got {len(perturb)}")
+        check_pass(L, perturb, None, 0, 1)
         if repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {repeats}")
         if self.temporal:
@@ -403,6 +394,19 @@ class Network:
                 R = params[param_key(i, "R")] if layer.decorrelate else None
                 dx = layer.input_grad(da, params[param_key(i, "W")], R)
         return grads
+
+
+def check_pass(n_layers: int, perturb, base, start: int, repeats: int) -> None:
+    """ValueError unless the arguments describe a pass of a network of ``n_layers`` layers
+    (see :meth:`Network.forward`)."""
+    if perturb is not None and len(perturb) != n_layers:
+        raise ValueError(f"perturb must have one entry per layer ({n_layers}), got {len(perturb)}")
+    if base is None and (start != 0 or repeats != 1):
+        raise ValueError("start > 0 or repeats > 1 needs a base trace to build on")
+    if not 0 <= start < n_layers:
+        raise ValueError(f"start must be in [0, {n_layers}), got {start}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
 
 
 def _activate(layer: Layer, d, bias, perturb, repeats: int, rng, clean_rows: int = 0):

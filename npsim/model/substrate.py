@@ -30,7 +30,7 @@ from typing import Callable
 from ..backend.arrays import device_of, namespace, tile_rows
 from ..errors import IncompatibleSettings
 from .capabilities import Capabilities
-from .network import Network, Trace, param_key
+from .network import Network, Trace, check_pass, param_key
 
 __all__ = ["Capabilities", "Measurement", "Substrate", "FunctionSubstrate", "NetworkSubstrate", "SubstrateNetwork"]
 
@@ -103,10 +103,6 @@ class Substrate:
         them from ``base`` instead.
         """
         return self.run(params, x, perturb=perturb, repeats=repeats, rng=rng)
-
-    def describe(self) -> str:
-        return f"{self.name} ({self.capabilities.describe()})"
-
 
 class FunctionSubstrate(Substrate):
     """A substrate from a function ``fn(params, x, perturb, repeats, rng) -> Measurement``.
@@ -207,7 +203,9 @@ class SubstrateNetwork(Network):
 
     def forward(self, params, x, y, *, rng=None, perturb=None, base: Trace | None = None, start: int = 0,
                 repeats: int = 1, monitor=None) -> Trace:
-        _check_pass(self, perturb, base, start, repeats)
+        check_pass(self.n_layers, perturb, base, start, repeats)
+        if base is not None and base.source is None:
+            raise ValueError("base must be a trace of this substrate's clean pass")
         if monitor is not None:
             if not isinstance(self.substrate, NetworkSubstrate):
                 raise IncompatibleSettings(f"substrate {self.substrate.name!r} records no spikes or potentials "
@@ -220,7 +218,7 @@ class SubstrateNetwork(Network):
         return self._trace(params, m, y, repeats if base is not None else 1)
 
     def forward_pair(self, params, x, y, *, rng=None, perturb=None, repeats: int = 1) -> tuple[Trace, Trace]:
-        _check_pass(self, perturb, None, 0, 1)
+        check_pass(self.n_layers, perturb, None, 0, 1)
         if repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {repeats}")
         clean, noisy = self.substrate.run_pair(params, x, perturb=perturb, repeats=repeats, rng=rng)
@@ -249,20 +247,6 @@ class SubstrateNetwork(Network):
         post = [None] * (L - 1) + [m.output]
         loss = self.loss(m.output, tile_rows(y, repeats))
         return Trace(inputs, [None] * L, pre, post, loss, start=0, repeats=repeats, records=m.records, source=m)
-
-
-def _check_pass(net, perturb, base, start, repeats) -> None:
-    L = net.n_layers
-    if perturb is not None and len(perturb) != L:
-        raise ValueError(f"perturb must have one entry per layer ({L}), got {len(perturb)}")
-    if base is None and (start != 0 or repeats != 1):
-        raise ValueError("start > 0 or repeats > 1 needs a base trace to build on")
-    if base is not None and base.source is None:
-        raise ValueError("base must be a trace of this substrate's clean pass")
-    if not 0 <= start < L:
-        raise ValueError(f"start must be in [0, {L}), got {start}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
 
 
 def _measured(tr: Trace) -> Measurement:

@@ -156,7 +156,7 @@ def test_settings_brian2_cannot_take_are_refused_in_one_line(tmp_path):
     bad = [
         ({"rule": cfg.rule.model_copy(update={"name": "bp"})}, "BP needs the derivative"),
         ({"substrate": cfg.substrate.model_copy(update={"perturbation": "intrinsic"})},
-         "substrate.perturbation = 'intrinsic' takes no injected perturbation: set rule.noise = 'intrinsic'"),
+         "needs LIF units with membrane noise"),
         ({"substrate": cfg.substrate.model_copy(update={"perturbation": "intrinsic"}),
           "rule": cfg.rule.model_copy(update={"noise": "intrinsic"})}, "needs LIF units with membrane noise"),
         ({"backend": "array-api-strict"}, "substrate 'brian2' runs on the host: set backend = 'numpy'"),
@@ -169,7 +169,9 @@ def test_settings_brian2_cannot_take_are_refused_in_one_line(tmp_path):
             run(cfg.model_copy(update=update), tmp_path / "x.h5", progress=False)
         assert message in str(e.value) and "\n" not in str(e.value)
     noisy = _config(tmp_path, intrinsic=True)
-    with pytest.raises(IncompatibleSettings, match="takes no injected perturbation: set rule.noise = 'intrinsic'"):
+    with pytest.raises(IncompatibleSettings, match="rule 'dnp' injects a perturbation into the layers' activities, "
+                                                   "but substrate 'brian2' takes none; use 'anp' or 'danp' with "
+                                                   "rule.noise = 'intrinsic'"):
         run(noisy.model_copy(update={"rule": noisy.rule.model_copy(update={"name": "dnp", "noise": "injected"})}),
             tmp_path / "y.h5", progress=False)
     with pytest.raises(ConfigError, match="substrate.name"):

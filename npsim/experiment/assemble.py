@@ -77,9 +77,6 @@ def with_substrate(cfg: Config, net: Network) -> Network:
     if cfg.train.monitor is not None:
         raise IncompatibleSettings("train.monitor records npsim's own simulation; substrate 'brian2' is not "
                                    "recorded: remove [train.monitor] (on the command line: --unset train.monitor)")
-    if sc.perturbation == "intrinsic" and cfg.rule.noise != "intrinsic":
-        raise IncompatibleSettings("substrate.perturbation = 'intrinsic' takes no injected perturbation: set "
-                                   "rule.noise = 'intrinsic' (with rule 'anp' or 'danp')")
     # evaluate in passes as large as a training update's, whose Brian2 network is then built already
     rows = cfg.train.batch_size * (1 + (cfg.rule.perturbations if split_rule_name(cfg.rule.name)[0] != "wp" else 0))
     substrate = Brian2Substrate(net, perturbation=sc.perturbation, method=sc.method, target=sc.target,

@@ -72,7 +72,8 @@ class Decorrelate(Rule):
         if not net.decorrelated:
             raise IncompatibleSettings(f"{self.name}: the network has no decorrelating layer (set decorrelate on "
                                        f"its layers)")
-        require_capabilities(net, self.name, hidden=True)
+        # what the wrapped rule needs, named as the rule the user chose (dnp, not np)
+        require_capabilities(net, self.name, perturbation=getattr(self.inner, "injects", False), hidden=True)
         self.inner.check(net)
 
     def __call__(self, net, params, x, y, rng):

@@ -443,11 +443,16 @@ def _same_dtype(name: str, *arrays) -> np.dtype:
     return dts.pop()
 
 
-def _check_stream_out(name: str, out, n: int, dt: np.dtype) -> None:
+def _stream_args(name: str, key, n, dtype, start, out):
+    """A stream's checked arguments (key, n, dt, start) and its output: ``out`` once checked, else a new device array."""
+    key, n, dt, start = _uniform.check_args(name, key, n, dtype, start)
+    if out is None:
+        return key, n, dt, start, _empty_stream(n, dt)
     info = _interface(out)
     if info is None or info[0] != (n,) or info[1] != dt or not info[2] or not info[3]:
         desc = f"{type(out).__name__} {getattr(out, 'dtype', '?')} {getattr(out, 'shape', '?')}"
         raise ValueError(f"{name}: out must be a writeable contiguous {dt} array of shape ({n},), got {desc}")
+    return key, n, dt, start, out
 
 
 def _device_tables(dt: np.dtype):
@@ -484,11 +489,7 @@ def standard_normal(key: int, n: int, dtype=np.float32, *, start: int = 0, out=N
 
     out : optional (n,) contiguous array of ``dtype`` (device array, or NumPy); returned.
     """
-    key, n, dt, start = _uniform.check_args("standard_normal", key, n, dtype, start)
-    if out is not None:
-        _check_stream_out("standard_normal", out, n, dt)
-    else:
-        out = _empty_stream(n, dt)
+    key, n, dt, start, out = _stream_args("standard_normal", key, n, dtype, start, out)
     if n == 0:
         return out
     kern = _kernels_for(dt)["normal"]
@@ -504,11 +505,7 @@ def standard_uniform(key: int, n: int, dtype=np.float32, *, start: int = 0, out=
 
     out : optional (n,) contiguous array of ``dtype`` (device array, or NumPy); returned.
     """
-    key, n, dt, start = _uniform.check_args("standard_uniform", key, n, dtype, start)
-    if out is not None:
-        _check_stream_out("standard_uniform", out, n, dt)
-    else:
-        out = _empty_stream(n, dt)
+    key, n, dt, start, out = _stream_args("standard_uniform", key, n, dtype, start, out)
     if n == 0:
         return out
     kern = _kernels_for(dt)["uniform"]

@@ -8,20 +8,27 @@ decorrelation lr 1e-3. The data are random: inputs N(0, 1), random labels.
 One step is the whole update: the forward passes, the rule's direction, the
 decorrelation update where the rule has one, and the Adam step.
 
-Three implementations of the same step, on the same shapes and the same
-initial weights:
+Four implementations of the same step, on the same shapes and the same
+initial weights, doing the same arithmetic (the same products, in the same
+association, as npsim's step; they differ in how they are written):
 
 (a) npsim: ``npsim.learn.train_step`` on a network built with the public
     constructors (``npsim.model.mlp``, make_rule, adam), so
     whatever npsim does inside is what gets timed.
 (b) PyTorch on the CPU, written the straightforward way (``TorchNet`` below):
-    ``torch.no_grad()``, float32; NP, ANP and DANP run one forward over the
-    clean and the noisy batch concatenated (2B rows); INP runs one clean pass,
-    then one pass per layer that starts from the clean drive of the perturbed
-    layer; BP uses autograd (``loss.backward()``); all use ``torch.optim.Adam``
-    (the perturbation rules set ``.grad`` by hand with npsim's formulas);
-    DANP's decorrelation forms C = offdiag(X^T X / B), then R <- R - eta C @ R.
-(c) the GEMM floor: only the matrix products the npsim step needs, in numpy
+    ``torch.no_grad()``, float32; NP, ANP and DANP compute layer 0 once (its
+    noisy drive is the clean one plus the noise) and run the clean and the
+    noisy rows concatenated (2B rows) through the layers above, with R folded
+    into W where npsim folds it (``jax_reference.folds``); INP runs one clean
+    pass, then one pass per layer that starts from the clean drive of the
+    perturbed layer; BP uses autograd (``loss.backward()``); all use
+    ``torch.optim.Adam`` (the perturbation rules set ``.grad`` by hand with
+    npsim's formulas); DANP's decorrelation update is
+    R <- R - eta (X^T (X R) / S - diag(var) R) from the S rows npsim uses.
+(c) JAX (``scripts/jax_reference.py``): the whole step one ``jax.jit``-compiled
+    function (XLA on the CPU), noise from ``jax.random`` inside it, the same
+    arithmetic as (b).
+(d) the GEMM floor: only the matrix products the npsim step needs, in numpy
     float32, each ``np.matmul(a, b, out=c)`` on preallocated operands. Nothing
     else (activations, losses, noise draws, Adam, copies) is counted, so the
     floor is an upper bound on the speed any implementation of the step can
@@ -44,15 +51,17 @@ The GEMM floor, for layers l = 0..L-1 of widths n_l -> n_{l+1} and batch B
 * DANP (and any D-rule): the products of the base rule, plus the input
   decorrelation x_l R_l^T, (B, n_l, n_l), in the clean pass for every layer
   and in every noisy pass for each layer that pass recomputes (layers 1..L-1
-  for NP/ANP, stacked with the clean rows as (2B, n_l, n_l); layers i+1..L-1
-  for INP's pass i), for DBP the backward
-  product through R, (B, n_l, n_l), for layers 1..L-1, plus the
-  decorrelation update of every layer: for B < n_l, X R, (B, n_l, n_l), then
-  X^T (X R), (n_l, B, n_l); for B >= n_l, X^T X, (n_l, B, n_l), then C R,
-  (n_l, n_l, n_l) (whichever is cheaper, as npsim does).
+  for NP/ANP, stacked with the clean rows as (2B, n_l, n_l), or, where
+  n_{l+1} + B < 2B, R folded into W: W_l R_l, (n_{l+1}, n_l, n_l), and the
+  clean rows' x_l R_l^T, (B, n_l, n_l); layers i+1..L-1 for INP's pass i),
+  for DBP the backward product through R, (B, n_l, n_l), for layers
+  1..L-1, plus the decorrelation update of every layer from its S rows (the
+  rule's decorrelation_rows, at most B): for S < n_l, X R, (S, n_l, n_l),
+  then X^T (X R), (n_l, S, n_l); for S >= n_l, X^T X, (n_l, S, n_l), then
+  C R, (n_l, n_l, n_l) (whichever is cheaper, as npsim does).
 
-For the default network that is 11 products for BP, 8 for NP and ANP, 14 for
-INP and 8 + 4 + 8 = 20 for DANP.
+For the default network at batch 64 that is 11 products for BP, 8 for NP and
+ANP, 14 for INP and 8 + 4 + 8 + 1 = 21 for DANP (layer 3 folds R into W).
 
 Timing: ``--warmup`` steps of each implementation first (they include any
 Numba compilation or cache loading), then ``--repeats`` timed rounds; a round
@@ -115,6 +124,9 @@ if __name__ == "__main__":  # the BLAS libraries read these when they load, so s
         os.environ[_v] = str(_n)
     if _n <= (os.cpu_count() or 1):
         os.environ["NUMBA_NUM_THREADS"] = str(_n)
+    if hasattr(os, "sched_setaffinity") and _n < _usable_cores():
+        # XLA sizes its CPU thread pool by the cores the process may use: pin every implementation to _n
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:_n])
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
@@ -133,11 +145,17 @@ from npsim.backend import get_backend  # noqa: E402
 from npsim.backend.memory import keep_freed_memory  # noqa: E402
 from npsim.learn.optim import adam  # noqa: E402
 from npsim.learn.rules import (
+    DEFAULT_ROWS,  # noqa: E402
     make_rule,  # noqa: E402
     split_name,  # noqa: E402
 )
 from npsim.learn.step import train_step, trainable  # noqa: E402
 from npsim.model import mlp  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from jax_reference import JaxNet, folds, jax  # noqa: E402
+
+jnp = jax.numpy if jax is not None else None
 
 try:
     import torch
@@ -160,8 +178,15 @@ SIGMA = 1e-3
 DECORRELATION_LR = 1e-3
 FLAG_PER_DOUBLING = 2.1
 TORCH_MISSING = ('torch not installed: pip install -e ".[bench]"  (a CPU build, torch==2.13.0); '
-                 "timing npsim and the GEMM floor only")
+                 "no PyTorch column")
+JAX_MISSING = 'jax not installed: pip install -e ".[bench]"  (jax[cpu]); no JAX column'
 DEFAULT_MARKDOWN = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def dense_rows(rule) -> int | None:
+    """The rows each of the MLP's R updates uses under ``rule`` (None: the whole batch; no D-rule: None)."""
+    rows = getattr(rule, "rows", None)
+    return {"auto": DEFAULT_ROWS, "all": None}.get(rows, rows)
 
 
 def split_rule(name: str) -> tuple[str, bool]:
@@ -176,13 +201,15 @@ def split_rule(name: str) -> tuple[str, bool]:
 
 
 def build_npsim(sizes, rule: str, dtype="float32", seed: int = 0, sigma: float = SIGMA,
-                decorrelation_lr: float = DECORRELATION_LR, backend: str = "numpy"):
-    """The benchmark MLP and rule in npsim. Returns (backend, net, rule, params)."""
+                decorrelation_lr: float = DECORRELATION_LR, backend: str = "numpy", **rule_kw):
+    """The benchmark MLP and rule in npsim. Returns (backend, net, rule, params).
+
+    rule_kw : further settings of ``make_rule`` (perturbations, decorrelation_rows)."""
     base, dec = split_rule(rule)
     be = get_backend(backend, dtype)
     net = mlp(sizes, "leaky_relu", "linear", "cross_entropy", decorrelate=dec, slope=SLOPE)
     kw = {} if base == "bp" else {"sigma": sigma}
-    r = make_rule(rule, decorrelation_lr=decorrelation_lr, **kw)
+    r = make_rule(rule, decorrelation_lr=decorrelation_lr, **kw, **rule_kw)
     r.check(net)
     params = net.init(be.stream(seed), be, scheme="he")
     return be, net, r, params
@@ -191,8 +218,8 @@ def build_npsim(sizes, rule: str, dtype="float32", seed: int = 0, sigma: float =
 class NpsimStep:
     """One npsim training step per call, carrying parameters and optimizer state along."""
 
-    def __init__(self, sizes, rule, x, y, seed: int = 0, backend: str = "numpy"):
-        self.be, self.net, self.rule, self.params = build_npsim(sizes, rule, seed=seed, backend=backend)
+    def __init__(self, sizes, rule, x, y, seed: int = 0, backend: str = "numpy", **rule_kw):
+        self.be, self.net, self.rule, self.params = build_npsim(sizes, rule, seed=seed, backend=backend, **rule_kw)
         self.opt = adam(LR)
         self.opt_state = self.opt.init(trainable(self.params))
         self.rng = self.be.stream(seed + 1)
@@ -225,8 +252,10 @@ class TorchNet:
     """
 
     def __init__(self, params: dict, sizes, rule: str, *, lr: float = LR, sigma: float = SIGMA,
-                 decorrelation_lr: float = DECORRELATION_LR, slope: float = SLOPE, noise=None, device="cpu"):
+                 decorrelation_lr: float = DECORRELATION_LR, slope: float = SLOPE, noise=None, device="cpu",
+                 rows: int | None = None):
         self.base, self.decorrelate = split_rule(rule)
+        self.rows = rows
         self.L = len(sizes) - 1
         self.sizes = tuple(sizes)
         self.sigma, self.dec_lr, self.slope = sigma, decorrelation_lr, slope
@@ -269,18 +298,25 @@ class TorchNet:
         return grads
 
     def _two_passes(self, x, y):
-        """Clean and noisy batch in one forward over 2B rows: clean inputs, activities, eps, δℓ."""
+        """Clean and noisy batch stacked (2B rows) above layer 0, whose noisy drive is its clean one
+        plus the noise; R folded into W where npsim folds it. Clean inputs, activities, eps, δℓ."""
         B = x.shape[0]
-        h = torch.cat([x, x])
-        xs, acts, eps = [], [], []
-        for i in range(self.L):
-            if self.decorrelate:
-                h = h @ self.R[i].T
-            xs.append(h[:B])
-            a = h @ self.W[i].T + self.b[i]
-            e = self.noise(B, self.sizes[i + 1])
-            a[B:] += e
-            eps.append(e)
+        eps = [self.noise(B, n) for n in self.sizes[1:]]  # npsim draws every layer's noise first
+        X = x @ self.R[0].T if self.decorrelate else x
+        d = X @ self.W[0].T + self.b[0]
+        a = torch.cat([d, d + eps[0]])
+        xs, acts = [X], [a]
+        h = self.act(a, 0)
+        for i in range(1, self.L):
+            W = self.W[i]
+            if self.decorrelate and folds(W.shape[0], h.shape[0], B):
+                xs.append(h[:B] @ self.R[i].T)
+                a = h @ (W @ self.R[i]).T + self.b[i]
+            else:
+                X = h @ self.R[i].T if self.decorrelate else h
+                xs.append(X[:B])
+                a = X @ W.T + self.b[i]
+            a[B:] += eps[i]
             acts.append(a)
             h = self.act(a, i)
         loss = F.cross_entropy(h, torch.cat([y, y]), reduction="none")
@@ -336,14 +372,17 @@ class TorchNet:
         return self._step_from_signals(xs, signals, B)
 
     def _decorrelation(self, xs):
-        """R <- R - eta offdiag(X^T X / B) R for every layer, X the clean pass's decorrelated input."""
+        """R <- R - eta offdiag(X^T X / S) R for every layer, X the clean pass's decorrelated input
+        (S rows spread over the batch when ``rows`` subsamples it), as Xᵀ(X R) below the width."""
         if not self.decorrelate:
             return
         for i in range(self.L):
-            X = xs[i]
-            C = X.T @ X / X.shape[0]
-            C.fill_diagonal_(0)
-            self.R[i] -= self.dec_lr * (C @ self.R[i])
+            X, R = xs[i], self.R[i]
+            if self.rows is not None and X.shape[0] > self.rows:
+                X = X[:: X.shape[0] // self.rows][: self.rows]
+            S = X.shape[0]
+            CR = X.T @ (X @ R) if S < X.shape[1] else (X.T @ X) @ R
+            R -= self.dec_lr * (CR / S - (X * X).sum(0)[:, None] / S * R)
 
     def _grads(self):
         g = {}
@@ -366,9 +405,9 @@ class TorchStep:
     """One PyTorch training step per call."""
 
     def __init__(self, sizes, rule, x, y, seed: int = 0, device="cpu"):
-        _, _, _, params = build_npsim(sizes, rule, seed=seed)  # the same initial weights as npsim
+        _, _, r, params = build_npsim(sizes, rule, seed=seed)  # the same initial weights (and rows) as npsim
         torch.manual_seed(seed)
-        self.model = TorchNet(params, sizes, rule, device=device)
+        self.model = TorchNet(params, sizes, rule, device=device, rows=dense_rows(r))
         self.x, self.y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
         self.device = device
 
@@ -380,7 +419,24 @@ class TorchStep:
             torch.cuda.synchronize()
 
 
-# --- (c) the GEMM floor -----------------------------------------------------------
+class JaxStep:
+    """One jit-compiled JAX training step per call (``scripts/jax_reference.py``)."""
+
+    def __init__(self, sizes, rule, x, y, seed: int = 0):
+        _, _, r, params = build_npsim(sizes, rule, seed=seed)
+        base, dec = split_rule(rule)
+        self.model = JaxNet(params, sizes, base, dec, lr=LR, sigma=SIGMA, decorrelation_lr=DECORRELATION_LR,
+                            slope=SLOPE, rows=dense_rows(r), seed=seed)
+        self.x, self.y = jnp.asarray(x), jnp.asarray(y)
+
+    def __call__(self):
+        self.model.step(self.x, self.y)
+
+    def sync(self):
+        self.model.block()
+
+
+# --- (d) the GEMM floor -----------------------------------------------------------
 
 
 def _forward(sizes, rows, layers, decorrelate, label):
@@ -397,18 +453,33 @@ def _update(sizes, B):
     return [(sizes[i + 1], B, sizes[i], f"update W{i}") for i in range(len(sizes) - 1)]
 
 
-def _decorrelation(sizes, B):
+def _stacked(sizes, B, rows, layers, decorrelate, label):
+    """Products of ``rows`` stacked rows (the first B clean) through ``layers``, R folded into W where
+    npsim folds it."""
     out = []
-    for i in range(len(sizes) - 1):
-        n = sizes[i]
-        if B < n:
-            out += [(B, n, n, f"decorrelation XR{i}"), (n, B, n, f"decorrelation Xt(XR){i}")]
+    for i in layers:
+        n, m = sizes[i], sizes[i + 1]
+        if decorrelate and folds(m, rows, B):
+            out += [(m, n, n, f"fold W{i}R{i}"), (B, n, n, f"clean R{i}"), (rows, n, m, f"{label} W{i}R{i}")]
         else:
-            out += [(n, B, n, f"decorrelation XtX{i}"), (n, n, n, f"decorrelation CR{i}")]
+            out += _forward(sizes, rows, [i], decorrelate, label)
     return out
 
 
-def gemm_bp(sizes, B, decorrelate=False):
+def _decorrelation(sizes, B, rows=None):
+    """The R updates from S = min(rows, B) rows."""
+    S = B if rows is None else min(rows, B)
+    out = []
+    for i in range(len(sizes) - 1):
+        n = sizes[i]
+        if S < n:
+            out += [(S, n, n, f"decorrelation XR{i}"), (n, S, n, f"decorrelation Xt(XR){i}")]
+        else:
+            out += [(n, S, n, f"decorrelation XtX{i}"), (n, n, n, f"decorrelation CR{i}")]
+    return out
+
+
+def gemm_bp(sizes, B, decorrelate=False, rows=None):
     """BP: forward, weight gradients, input gradients of layers 1..L-1 (+ R and decorrelation for DBP)."""
     L = len(sizes) - 1
     out = _forward(sizes, B, range(L), decorrelate, "clean")
@@ -416,42 +487,42 @@ def gemm_bp(sizes, B, decorrelate=False):
     out += [(B, sizes[i + 1], sizes[i], f"grad x{i}") for i in range(1, L)]
     if decorrelate:
         out += [(B, sizes[i], sizes[i], f"grad x{i} R") for i in range(1, L)]
-        out += _decorrelation(sizes, B)
+        out += _decorrelation(sizes, B, rows)
     return out
 
 
-def gemm_np(sizes, B, decorrelate=False, samples=1):
+def gemm_np(sizes, B, decorrelate=False, rows=None, samples=1):
     """NP: layer 0 on the clean rows (the noisy copies reuse its drive), then the clean and the noisy
     rows stacked through layers 1..L-1 (as npsim's Network.forward_pair does), update."""
     L = len(sizes) - 1
     out = _forward(sizes, B, range(1), decorrelate, "clean")
-    out += _forward(sizes, (1 + samples) * B, range(1, L), decorrelate, "clean+noisy")
+    out += _stacked(sizes, B, (1 + samples) * B, range(1, L), decorrelate, "clean+noisy")
     out += _update(sizes, B)
-    return out + (_decorrelation(sizes, B) if decorrelate else [])
+    return out + (_decorrelation(sizes, B, rows) if decorrelate else [])
 
 
-def gemm_anp(sizes, B, decorrelate=False, samples=1):
+def gemm_anp(sizes, B, decorrelate=False, rows=None, samples=1):
     """ANP: the same products as NP (it differs only in elementwise work)."""
-    return gemm_np(sizes, B, decorrelate, samples)
+    return gemm_np(sizes, B, decorrelate, rows, samples)
 
 
-def gemm_inp(sizes, B, decorrelate=False, samples=1):
+def gemm_inp(sizes, B, decorrelate=False, rows=None, samples=1):
     """INP: clean pass, pass i from layer i+1 up for each layer i, update."""
     L = len(sizes) - 1
     out = _forward(sizes, B, range(L), decorrelate, "clean")
     for i in range(L):
         out += _forward(sizes, samples * B, range(i + 1, L), decorrelate, f"pass{i}")
     out += _update(sizes, B)
-    return out + (_decorrelation(sizes, B) if decorrelate else [])
+    return out + (_decorrelation(sizes, B, rows) if decorrelate else [])
 
 
 GEMM = {"bp": gemm_bp, "np": gemm_np, "inp": gemm_inp, "anp": gemm_anp}
 
 
-def gemm_shapes(rule: str, sizes, B) -> list[tuple[int, int, int, str]]:
-    """The (m, k, n, what) matrix products of one npsim step of ``rule``."""
+def gemm_shapes(rule: str, sizes, B, rows=None) -> list[tuple[int, int, int, str]]:
+    """The (m, k, n, what) matrix products of one npsim step of ``rule`` (rows: its decorrelation_rows)."""
     base, dec = split_rule(rule)
-    return GEMM[base](tuple(sizes), B, dec)
+    return GEMM[base](tuple(sizes), B, dec, rows)
 
 
 def gemm_flops(shapes) -> int:
@@ -480,32 +551,39 @@ class GemmStep:
 # --- timing and reporting ----------------------------------------------------------
 
 
-def time_steps(impls: dict, warmup: int, repeats: int, steps: int) -> dict:
-    """Median per-step time of each implementation (name -> step callable).
+def time_steps(impls: dict, warmup: int, repeats: int, steps: int) -> tuple[dict, dict]:
+    """Median per-step time of each implementation (name -> step callable), and the cores it kept busy.
 
     After ``warmup`` calls of each, the ``repeats`` timed rounds interleave
     the implementations (round r times ``steps`` calls of each in turn), so a
     disturbance of the machine hits all of them alike instead of one
-    implementation's whole measurement.
+    implementation's whole measurement. Cores busy: the process's CPU time
+    over the wall time of all its timed rounds (2.0: two cores all along).
     """
     for step in impls.values():
         for _ in range(warmup):
             step()
+        sync = getattr(step, "sync", None)
+        if sync:
+            sync()
     times = {name: [] for name in impls}
+    cpu = dict.fromkeys(impls, 0.0)
     for _ in range(repeats):
         for name, step in impls.items():
             gc.collect()
             sync = getattr(step, "sync", None) or (lambda: None)
             sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 step()
-            sync()  # a GPU runs asynchronously: the round ends when its work has
+            sync()  # a GPU (or JAX) runs asynchronously: the round ends when its work has
             times[name].append((time.perf_counter() - t0) / steps)
-    return {name: statistics.median(t) for name, t in times.items()}
+            cpu[name] += time.process_time() - c0
+    cores = {name: cpu[name] / (sum(t) * steps) for name, t in times.items()}
+    return {name: statistics.median(t) for name, t in times.items()}, cores
 
 
-def machine_info(threads: int, use_torch: bool, kept_memory: bool = False) -> list[str]:
+def machine_info(threads: int, use_torch: bool, kept_memory: bool = False, use_jax: bool = False) -> list[str]:
     lines = []
     cpu = platform.processor() or platform.machine()
     try:
@@ -526,8 +604,11 @@ def machine_info(threads: int, use_torch: bool, kept_memory: bool = False) -> li
         pass
     if use_torch:
         lines.append(f"torch {torch.__version__}, BLAS: {torch_blas()}")
-    lines.append(f"threads: {threads} (numpy BLAS and torch.set_num_threads)")
-    lines.append("malloc keeps freed memory (npsim.backend.memory.keep_freed_memory), for all three: "
+    if use_jax:
+        lines.append(f"jax {jax.__version__} (XLA on the CPU, {jax.devices()[0].platform})")
+    lines.append(f"threads: {threads} (numpy BLAS and torch.set_num_threads; JAX's XLA sizes its pool by the "
+                 f"{_usable_cores()} cores the process may use)")
+    lines.append("malloc keeps freed memory (npsim.backend.memory.keep_freed_memory), for all: "
                  + ("yes" if kept_memory else "no"))
     lines.append(f"date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     return lines
@@ -561,18 +642,25 @@ def fmt_rate(t):
     return "-" if t is None else f"{1 / t:,.0f}" if t > 0 else "inf"
 
 
-def table_rows(B, res, rules, use_torch):
+def table_rows(B, res, rules, refs, cores=None):
+    """Throughput of npsim and of each reference in ``refs`` ("torch", "jax"), the GEMM floor, and
+    (with ``cores``) the cores each kept busy."""
     head = ["rule", "npsim samples/s"]
-    if use_torch:
-        head += ["torch samples/s", "npsim/torch"]
+    for ref in refs:
+        head += [f"{ref} samples/s", f"npsim/{ref}"]
     head += ["GEMM floor samples/s", "npsim/floor"]
+    impls = ["npsim", *refs]
+    if cores is not None:
+        head += ["cores busy (" + ", ".join(impls) + ")"]
     rows = []
     for r in rules:
         t = res[B][r]
         row = [r.upper(), fmt_rate(t["npsim"] / B)]
-        if use_torch:
-            row += [fmt_rate(t["torch"] / B), f"{t['torch'] / t['npsim']:.2f}"]
+        for ref in refs:
+            row += [fmt_rate(t[ref] / B), f"{t[ref] / t['npsim']:.2f}"]
         row += [fmt_rate(t["floor"] / B), f"{t['floor'] / t['npsim']:.2f}"]
+        if cores is not None:
+            row += [" / ".join(f"{cores[B][r][i]:.1f}" for i in impls)]
         rows.append(row)
     return head, rows
 
@@ -636,6 +724,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=positive, default=3, help="steps per timed repeat (default 3)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch column")
+    p.add_argument("--no-jax", action="store_true", help="skip the JAX column")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="cpu: npsim on NumPy, torch and the floor on the CPU; cuda: npsim on CuPy, torch and "
                         "the floor (CuPy products) on the GPU")
@@ -658,13 +747,18 @@ def main(argv=None) -> int:
         use_torch = False
     if use_torch:
         torch.set_num_threads(threads)
+    use_jax = not args.no_jax and args.device == "cpu"
+    if use_jax and jax is None:
+        print(JAX_MISSING, flush=True)
+        use_jax = False
+    refs = (["torch"] if use_torch else []) + (["jax"] if use_jax else [])
     kept = keep_freed_memory()  # as npsim's training step does; set here so every implementation runs with it
     if args.device == "cuda" and args.markdown == str(DEFAULT_MARKDOWN):
         args.markdown = str(DEFAULT_MARKDOWN.with_name("benchmarks-gpu.md"))
     batches = sorted(set(args.batch))
     rules = list(dict.fromkeys(args.rules))
     sizes = args.sizes
-    info = machine_info(threads, use_torch, kept)
+    info = machine_info(threads, use_torch, kept, use_jax)
     if args.device == "cuda":
         import cupy
 
@@ -678,26 +772,30 @@ def main(argv=None) -> int:
     for line in info:
         print("  " + line)
 
-    res = {}
+    res, cores, flops = {}, {}, {}
     tables = {}
     data_rng = np.random.default_rng(args.seed)
     for B in batches:
         x = data_rng.standard_normal((B, sizes[0]), dtype=np.float32)
         y = data_rng.integers(0, sizes[-1], size=B).astype(np.int64)
-        res[B] = {}
+        res[B], cores[B], flops[B] = {}, {}, {}
         for r in rules:
             gpu = args.device == "cuda"
             impls = {"npsim": NpsimStep(sizes, r, x, y, args.seed, backend="cupy" if gpu else "numpy")}
             if use_torch:
                 impls["torch"] = TorchStep(sizes, r, x, y, args.seed, device=args.device)
-            impls["floor"] = GemmStep(gemm_shapes(r, sizes, B), args.seed, xp=__import__("cupy") if gpu else np)
-            res[B][r] = time_steps(impls, args.warmup, args.repeats, args.steps)
-        head, rows = table_rows(B, res, rules, use_torch)
+            if use_jax:
+                impls["jax"] = JaxStep(sizes, r, x, y, args.seed)
+            shapes = gemm_shapes(r, sizes, B, dense_rows(impls["npsim"].rule))
+            flops[B][r] = gemm_flops(shapes)
+            impls["floor"] = GemmStep(shapes, args.seed, xp=__import__("cupy") if gpu else np)
+            res[B][r], cores[B][r] = time_steps(impls, args.warmup, args.repeats, args.steps)
+        head, rows = table_rows(B, res, rules, refs, cores)
         tables[B] = (head, rows)
         print(f"\nbatch {B}:")
         print_table(head, rows)
 
-    impls = ["npsim"] + (["torch"] if use_torch else []) + ["floor"]
+    impls = ["npsim", *refs, "floor"]
     scale = None
     print()
     if len(batches) > 1:
@@ -711,7 +809,7 @@ def main(argv=None) -> int:
 
     if args.markdown:
         cmd = "python scripts/bench_rules.py" + ("" if not argv else " " + shlex.join(argv))
-        write_markdown(Path(args.markdown), cmd, info, sizes, args, tables, scale, rules, batches)
+        write_markdown(Path(args.markdown), cmd, info, sizes, args, tables, scale, rules, batches, flops)
         print(f"\nwrote {args.markdown}")
     return 0
 
@@ -719,7 +817,12 @@ def main(argv=None) -> int:
 NOTES_MARK = "<!-- notes -->"
 
 
-def write_markdown(path: Path, cmd, info, sizes, args, tables, scale, rules, batches):
+def _rows_text() -> str:
+    rows = dense_rows(build_npsim((4, 3, 2), "danp")[2])
+    return "the whole batch" if rows is None else f"{rows} rows of the batch (npsim's default decorrelation_rows)"
+
+
+def write_markdown(path: Path, cmd, info, sizes, args, tables, scale, rules, batches, flops):
     """Write the tables to ``path``; text below ``<!-- notes -->`` of an existing file is kept."""
     keep = ""
     if path.is_file() and NOTES_MARK in path.read_text():
@@ -727,24 +830,26 @@ def write_markdown(path: Path, cmd, info, sizes, args, tables, scale, rules, bat
     arch = "-".join(map(str, sizes))
     out = ["# Training-step benchmark", "",
            "Throughput of one training step (forward passes, update direction, decorrelation where the rule "
-           "has it, Adam step) of npsim, of a plain PyTorch CPU implementation of the same rule, and of the "
-           "GEMM floor (the matrix products the npsim step needs, alone). Generated by "
+           "has it, Adam step) of npsim, of plain PyTorch and jit-compiled JAX CPU implementations of the same "
+           "rule, and of the GEMM floor (the matrix products the npsim step needs, alone). Generated by "
            "`scripts/bench_rules.py`; its docstring lists the products of each floor.", "",
            f"Command: `{cmd}`", ""]
     out += [f"- {line}" for line in info]
     out += [f"- network: MLP {arch}, leaky ReLU (slope {SLOPE}) hidden units, linear output, softmax "
             f"cross-entropy, He init, float32; Adam lr {LR:g}; sigma {SIGMA:g}, one noisy pass per clean pass; "
-            f"DANP decorrelates every layer's input, decorrelation lr {DECORRELATION_LR:g}; random data",
+            f"DANP decorrelates every layer's input, decorrelation lr {DECORRELATION_LR:g}, each R update "
+            f"from {_rows_text()}; random data",
             f"- timing: {args.warmup} warm-up steps, then the median of {args.repeats} rounds of "
             f"{args.steps} steps, the implementations interleaved within each round; "
             "samples/s = batch / time per step",
-            "- npsim/torch: npsim throughput over PyTorch throughput (> 1: npsim is faster); "
+            "- npsim/torch, npsim/jax: npsim throughput over PyTorch's or JAX's (> 1: npsim is faster); "
+            "cores busy: CPU time over wall time of each implementation's timed rounds; "
             "npsim/floor: npsim throughput as a fraction of the GEMM floor's", ""]
     for B in batches:
         head, rows = tables[B]
         out += [f"## Batch {B}", ""] + md_table(head, rows) + [""]
-        flops = ", ".join(f"{r.upper()} {gemm_flops(gemm_shapes(r, sizes, B)) / 1e9:.2f}" for r in rules)
-        out += [f"GEMM floor GFLOP per step: {flops}.", ""]
+        text = ", ".join(f"{r.upper()} {flops[B][r] / 1e9:.2f}" for r in rules)
+        out += [f"GEMM floor GFLOP per step: {text}.", ""]
     if scale is not None:
         out += ["## Scaling with the batch", "",
                 f"Step-time ratio between consecutive batch sizes, and in brackets per doubling of the batch; "

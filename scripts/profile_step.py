@@ -42,6 +42,7 @@ from npsim.model import layers  # noqa: E402
 PARTS = [
     (layers.Dense, "drive", "forward products"),
     (layers.Dense, "layer_input", "decorrelation products"),
+    (layers.Dense, "folded_weight", "decorrelation products"),
     (npsim.model.network, "drive_activate", "bias+perturbation+node kernel"),
     (layers.Dense, "weight_grad", "update products"),
     (npsim.learn.rules.perturbation, "scale_rows", "signal scaling"),
@@ -72,13 +73,17 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--sizes", type=bench_rules.parse_sizes, default=bench_rules.SIZES)
+    ap.add_argument("--perturbations", type=int, default=None, help="noisy passes per clean pass (rule default)")
+    ap.add_argument("--decorrelation-rows", type=int, default=None, help="rows per R update (rule default)")
     args = ap.parse_args(argv)
+    kw = {k: v for k, v in (("perturbations", args.perturbations), ("decorrelation_rows", args.decorrelation_rows))
+          if v is not None}
     totals: dict = {}
     instrument(totals)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, args.sizes[0]), dtype=np.float32)
     y = rng.integers(0, args.sizes[-1], args.batch)
-    step = bench_rules.NpsimStep(args.sizes, args.rule, x, y)
+    step = bench_rules.NpsimStep(args.sizes, args.rule, x, y, **kw)
     for _ in range(3):
         step()
     totals.clear()

@@ -67,9 +67,14 @@ def test_stacked_pair_equals_clean_then_perturbed_pass(be64, node, noise, decorr
         assert a.repeats == b.repeats and a.start == b.start
         np.testing.assert_allclose(a.loss, b.loss, rtol=1e-12)
         for field in ("inputs", "drive", "pre", "post"):
-            for u, v in zip(getattr(a, field), getattr(b, field)):
+            for l, (u, v) in enumerate(zip(getattr(a, field), getattr(b, field))):
+                if u is None:  # R folded into W: the noisy rows' decorrelated input is not formed
+                    assert decorrelate and a is noisy and field == "inputs" and l > 0
+                    continue
                 np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-15, err_msg=field)
     assert noisy.inputs[0] is clean.inputs[0] and noisy.drive[0] is clean.drive[0]
+    # 8 clean rows and 3 x 8 noisy ones: layers 1 and 2 (6 and 3 units, fewer than the 24 noisy rows) fold R
+    assert [tr is None for tr in noisy.inputs] == [False, decorrelate, decorrelate]
 
 
 @pytest.mark.parametrize("name, floor", [("np", 0.8), ("inp", 0.8), ("anp", 0.8), ("wp", 0.7)])
@@ -182,5 +187,13 @@ def test_decorrelation_from_a_batch_subsample(be64):
     for i in range(2):
         want = decorrelation_step(params[f"layer{i}/R"], out.trace.inputs[i][::4], 0.01)  # rows 0, 4, 8, 12
         np.testing.assert_array_equal(out.assign[f"layer{i}/R"], want)
-    with pytest.raises(ValueError, match="decorrelate: rows must be greater than or equal to 2"):
-        make_rule("dnp", decorrelation_rows=1)
+    for bad in (1, 2.5, "some", True):
+        with pytest.raises(ValueError, match="decorrelate: rows must be 'auto', 'all' or a whole number of rows"):
+            make_rule("dnp", decorrelation_rows=bad)
+    # "auto": 32 rows of a dense layer's batch; "all" and None: every row
+    big = teacher_student(80, (5, 4, 3), seed=0)
+    for rows, want_rows in (("auto", slice(None, None, 2)), ("all", slice(None)), (None, slice(None))):
+        out = make_rule("dnp", decorrelation_lr=0.01, decorrelation_rows=rows)(net, params, *big, be64.stream(1))
+        want = decorrelation_step(params["layer0/R"], out.trace.inputs[0][want_rows][:32 if rows == "auto" else None],
+                                  0.01)
+        np.testing.assert_array_equal(out.assign["layer0/R"], want)

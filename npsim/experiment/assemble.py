@@ -135,9 +135,10 @@ def _checked(cfg: Config, net: Network) -> Network:
 
 
 def _check_decorrelation_rows(cfg: Config, net: Network, rule) -> None:
-    """rule.decorrelation_rows must subsample some layer's rows, else it does nothing."""
+    """rule.decorrelation_rows, where a config sets it to a number, must subsample some layer's rows, else it
+    does nothing (the default, "auto", subsamples where there are more rows)."""
     rows = cfg.rule.decorrelation_rows
-    if rows is None or not isinstance(rule, Decorrelate):
+    if rows in ("all", "auto") or not isinstance(rule, Decorrelate):
         return
     per_layer = [cfg.train.batch_size * (layer.n_units // layer.channels if isinstance(layer, Conv2D) else 1)
                  for i, layer in enumerate(net.layers) if layer.decorrelate]

@@ -141,7 +141,9 @@ class RuleConfig(Strict):
     noise: NoiseSource = _default(ANP, "noise")
     decorrelation_lr: DecorrelationRate = _default(Decorrelate, "lr")
     decorrelation_kappa: Kappa = _default(Decorrelate, "kappa")
-    decorrelation_rows: DecorrelationRows | None = _default(Decorrelate, "rows")  # rows of the batch the R update uses
+    # rows of the batch (of a convolution's patches) each R update uses; "all": every row;
+    # "auto": 32 for a dense layer, every patch for a convolution
+    decorrelation_rows: DecorrelationRows = _default(Decorrelate, "rows")
 
 
 class OptimizerConfig(Strict):

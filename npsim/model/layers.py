@@ -58,6 +58,11 @@ class Layer(Params):
                              f"noise with its own 'membrane_noise' parameter")
         return self
 
+    def folds(self, rows: int, clean_rows: int) -> bool:
+        """Whether a stacked pass of ``rows`` rows, of which the first ``clean_rows`` need their
+        decorrelated input, is cheaper as h (W R)ᵀ than as (h Rᵀ) Wᵀ (docs/design.md §9a)."""
+        return False
+
     def describe_units(self) -> str:
         text = self.node.describe()
         return text if self.noise is None else self.noise.describe_around(text)
@@ -102,6 +107,14 @@ class Dense(Layer):
 
     def layer_input(self, h, R=None):
         return h if R is None else h @ R.T
+
+    def folds(self, rows: int, clean_rows: int) -> bool:
+        # W R costs n_out·n², the clean rows' h Rᵀ clean_rows·n²; h Rᵀ for every row costs rows·n²
+        return self.decorrelate and self.n_out + clean_rows < rows
+
+    def folded_weight(self, W, R):
+        """W R, (n_out, n_in): the weight that acts on the input before decorrelation."""
+        return W @ R
 
     def drive(self, inp, W, b=None):
         """W x (+ b when given): (N, n_units)."""

@@ -272,6 +272,9 @@ class Network:
         products. perturb : list of length L of (K·B, n_l) arrays or None.
         Returns (clean, noisy); their arrays are row views of the stacked ones,
         and the noisy trace shares layer 0's input and drive with the clean one.
+        Where a decorrelating layer above the first is cheaper with R folded into W
+        (``Layer.folds``), the stacked rows are multiplied by W R and only the clean rows'
+        decorrelated input is formed: the noisy trace's ``inputs`` entry is then None.
         Networks with temporal layers run the two passes one after the other.
         """
         L = self.n_layers
@@ -288,15 +291,25 @@ class Network:
         for i, layer in enumerate(self.layers):
             R = params[param_key(i, "R")] if layer.decorrelate else None
             W, b = params[param_key(i, "W")], params[param_key(i, "b")]
-            inp = layer.layer_input(x if i == 0 else h, R)
             eps = perturb[i] if perturb is not None else None
             reps = 1 + repeats if i == 0 else 1  # layer 0: one product on the B clean rows, then tiled
-            d = layer.drive(inp, W)
+            folded = i > 0 and R is not None and layer.folds(h.shape[0], B)
+            if folded:
+                # (h Rᵀ) Wᵀ = h (W R)ᵀ: R is folded into W for every stacked row; only the clean rows'
+                # decorrelated input, which the update needs, is formed (docs/design.md §9a)
+                inp = layer.layer_input(h[:B, ...], R)
+                d = layer.drive(h, layer.folded_weight(W, R))
+            else:
+                inp = layer.layer_input(x if i == 0 else h, R)
+                d = layer.drive(inp, W)
             a, h = _activate(layer, d, layer.unit_bias(b), eps, reps, rng, clean_rows=B)
             h = layer.output(h)
             if i == 0:
                 c[0][i] = n[0][i] = inp
                 c[1][i] = n[1][i] = d
+            elif folded:  # the noisy rows' decorrelated input was not formed
+                c[0][i] = inp
+                c[1][i], n[1][i] = d[:B, ...], d[B:, ...]
             else:
                 c[0][i], n[0][i] = inp[:B, ...], inp[B:, ...]
                 c[1][i], n[1][i] = d[:B, ...], d[B:, ...]

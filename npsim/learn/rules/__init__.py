@@ -12,7 +12,7 @@ from ...errors import IncompatibleSettings, ParameterError
 from ...registry import Registry
 from .base import Rule, RuleOutput
 from .bp import BP
-from .decorrelation import Decorrelate, decorrelate, decorrelation_step
+from .decorrelation import DEFAULT_ROWS, Decorrelate, decorrelate, decorrelation_step
 from .perturbation import ANP, INP, NP, Perturbation
 from .wp import WP
 
@@ -38,7 +38,7 @@ def split_name(name: str) -> tuple[str, bool]:
 
 
 def make_rule(name: str, *, decorrelation_lr: float = 1e-3, decorrelation_kappa: float = 0.0,
-              decorrelation_rows: int | None = None, **params) -> Rule:
+              decorrelation_rows: int | str | None = "auto", **params) -> Rule:
     """Build a rule by name ("bp", "np", "inp", "anp", "wp", or a "d"-prefixed variant).
 
     ``params`` go to the base rule (sigma, perturbations, noise); the

@@ -32,7 +32,10 @@ association, as npsim's step; they differ in how they are written):
     float32, each ``np.matmul(a, b, out=c)`` on preallocated operands. Nothing
     else (activations, losses, noise draws, Adam, copies) is counted, so the
     floor is an upper bound on the speed any implementation of the step can
-    reach with this BLAS.
+    reach with this BLAS. With PyTorch installed, the same products in
+    PyTorch (``TorchGemmStep``) are timed too: the floor of PyTorch's own
+    BLAS (MKL in its CPU wheels), which on some CPUs runs these shapes faster
+    than numpy's OpenBLAS.
 
 The GEMM floor, for layers l = 0..L-1 of widths n_l -> n_{l+1} and batch B
 (a product is written (m, k, n): an (m x k) times (k x n) matrix):
@@ -548,6 +551,19 @@ class GemmStep:
             self.xp.cuda.Device().synchronize()
 
 
+class TorchGemmStep:
+    """The same products in PyTorch (its BLAS: MKL in the CPU wheels): PyTorch's own GEMM floor."""
+
+    def __init__(self, shapes, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.ops = [(torch.randn(m, k, generator=g), torch.randn(k, n, generator=g), torch.empty(m, n))
+                    for m, k, n, _ in shapes]
+
+    def __call__(self):
+        for a, b, c in self.ops:
+            torch.matmul(a, b, out=c)
+
+
 # --- timing and reporting ----------------------------------------------------------
 
 
@@ -649,6 +665,8 @@ def table_rows(B, res, rules, refs, cores=None):
     for ref in refs:
         head += [f"{ref} samples/s", f"npsim/{ref}"]
     head += ["GEMM floor samples/s", "npsim/floor"]
+    if "torch" in refs:
+        head += ["torch GEMM floor samples/s"]
     impls = ["npsim", *refs]
     if cores is not None:
         head += ["cores busy (" + ", ".join(impls) + ")"]
@@ -659,6 +677,8 @@ def table_rows(B, res, rules, refs, cores=None):
         for ref in refs:
             row += [fmt_rate(t[ref] / B), f"{t[ref] / t['npsim']:.2f}"]
         row += [fmt_rate(t["floor"] / B), f"{t['floor'] / t['npsim']:.2f}"]
+        if "torch" in refs:
+            row += [fmt_rate(t["torch floor"] / B) if "torch floor" in t else "-"]
         if cores is not None:
             row += [" / ".join(f"{cores[B][r][i]:.1f}" for i in impls)]
         rows.append(row)
@@ -789,13 +809,15 @@ def main(argv=None) -> int:
             shapes = gemm_shapes(r, sizes, B, dense_rows(impls["npsim"].rule))
             flops[B][r] = gemm_flops(shapes)
             impls["floor"] = GemmStep(shapes, args.seed, xp=__import__("cupy") if gpu else np)
+            if use_torch and not gpu:
+                impls["torch floor"] = TorchGemmStep(shapes, args.seed)
             res[B][r], cores[B][r] = time_steps(impls, args.warmup, args.repeats, args.steps)
         head, rows = table_rows(B, res, rules, refs, cores)
         tables[B] = (head, rows)
         print(f"\nbatch {B}:")
         print_table(head, rows)
 
-    impls = ["npsim", *refs, "floor"]
+    impls = ["npsim", *refs, "floor"] + (["torch floor"] if use_torch and args.device == "cpu" else [])
     scale = None
     print()
     if len(batches) > 1:
@@ -844,7 +866,8 @@ def write_markdown(path: Path, cmd, info, sizes, args, tables, scale, rules, bat
             "samples/s = batch / time per step",
             "- npsim/torch, npsim/jax: npsim throughput over PyTorch's or JAX's (> 1: npsim is faster); "
             "cores busy: CPU time over wall time of each implementation's timed rounds; "
-            "npsim/floor: npsim throughput as a fraction of the GEMM floor's", ""]
+            "npsim/floor: npsim throughput as a fraction of the GEMM floor's (numpy's BLAS); torch GEMM floor: "
+            "the same products in PyTorch (its BLAS), the floor PyTorch's implementation runs against", ""]
     for B in batches:
         head, rows = tables[B]
         out += [f"## Batch {B}", ""] + md_table(head, rows) + [""]

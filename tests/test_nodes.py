@@ -22,6 +22,23 @@ def test_derivative_matches_finite_differences(name):
     np.testing.assert_allclose(node.grad(a, node(a)), fd, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("name", ["linear", "relu", "leaky_relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backprop_is_the_gradient_times_its_derivative_bit_for_bit(name, dtype):
+    """backprop(dout, a, x) (BP's one-pass form) gives exactly dout · grad(a, x), zeros and signs included."""
+    node = make_node(name, slope=0.2) if name == "leaky_relu" else make_node(name)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((64, 33)).astype(dtype)
+    a[0, :5] = [0.0, -0.0, 1e-30, -1e-30, 3.0]
+    dout = rng.standard_normal(a.shape).astype(dtype)
+    dout[1, :3] = [0.0, -0.0, np.inf]
+    x = node(a)
+    got, want = node.backprop(dout, a, x), dout * node.grad(a, x)
+    assert got.dtype == want.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
 def test_reference_values():
     np.testing.assert_allclose(make_node("sigmoid")(A), 1 / (1 + np.exp(-A)), rtol=1e-12)
     np.testing.assert_allclose(make_node("leaky_relu", slope=0.1)(A), np.where(A > 0, A, 0.1 * A))

@@ -401,7 +401,7 @@ class Network:
         for i in range(self.n_layers - 1, -1, -1):
             layer = self.layers[i]
             u = layer.unit_outputs(trace.pre[i], trace.post[i])
-            da = layer.output_grad(dx, u) * layer.node.grad(trace.pre[i], u)
+            da = layer.node.backprop(layer.output_grad(dx, u), trace.pre[i], u)
             grads[param_key(i, "W")], grads[param_key(i, "b")] = layer.weight_grad(da, trace.inputs[i], 1)
             if i > 0:
                 R = params[param_key(i, "R")] if layer.decorrelate else None

@@ -22,6 +22,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from ..backend.arrays import array_module as _xp
+from ..backend.kernels import leaky_backprop
 from ..params import FiniteFloat, Fraction, Params, PositiveFloat
 
 __all__ = ["NodeModel", "Linear", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Heaviside", "Sign", "Quantizer",
@@ -47,6 +48,10 @@ class NodeModel(Params):
     def grad(self, a, x):
         raise TypeError(f"node model {self.name!r} has no derivative")
 
+    def backprop(self, dout, a, x):
+        """dout · node'(a): the gradient w.r.t. the activity a from the gradient w.r.t. the output x."""
+        return dout * self.grad(a, x)
+
 
 # --- continuous ----------------------------------------------------------------
 
@@ -61,6 +66,9 @@ class Linear(NodeModel):
     def grad(self, a, x):
         return _xp(a).ones_like(a)
 
+    def backprop(self, dout, a, x):
+        return dout
+
 
 class ReLU(NodeModel):
     name: ClassVar[str] = "relu"
@@ -71,6 +79,9 @@ class ReLU(NodeModel):
 
     def grad(self, a, x):
         return _xp(a).astype(a > 0, a.dtype)
+
+    def backprop(self, dout, a, x):  # dout · 0 below the kink, as dout · grad gives
+        return leaky_backprop(dout, a, 0.0)
 
 
 class LeakyReLU(NodeModel):
@@ -86,6 +97,9 @@ class LeakyReLU(NodeModel):
     def grad(self, a, x):
         xp = _xp(a)
         return xp.where(a > 0, xp.ones_like(a), xp.full_like(a, self.slope))
+
+    def backprop(self, dout, a, x):  # one pass, the same numbers as dout · grad
+        return leaky_backprop(dout, a, self.slope)
 
 
 class Tanh(NodeModel):

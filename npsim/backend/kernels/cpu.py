@@ -67,6 +67,14 @@ def drive_activate(d, bias, perturb, a, x, slope, add_bias, use_perturb, clean_r
 
 
 @nb.njit(cache=True, error_model="numpy")
+def leaky_backprop(dout, a, out, slope):
+    """out = dout where a > 0, else dout · slope (flat, contiguous arrays)."""
+    for i in range(a.shape[0]):
+        d = dout[i]
+        out[i] = d if a[i] > 0 else d * slope
+
+
+@nb.njit(cache=True, error_model="numpy")
 def scale_rows(a, w):
     """In place a[r, :] *= w[r]."""
     for r in range(a.shape[0]):

@@ -35,6 +35,10 @@ def drive_activate(d, bias, perturb, repeats, slope, clean_rows=0):
     return a, xp.where(a > 0, a, a * slope)
 
 
+def leaky_backprop(dout, a, slope):
+    return _xp(a).where(a > 0, dout, dout * slope)
+
+
 def scale_rows(a, w):
     a *= w[:, None]
     return a

@@ -18,7 +18,7 @@ from .wp import WP
 
 __all__ = [
     "Rule", "RuleOutput", "BP", "NP", "INP", "ANP", "WP", "Perturbation", "Decorrelate", "decorrelate",
-    "decorrelation_step", "make_rule", "split_name", "RULES", "RULE_NAMES",
+    "decorrelation_step", "DEFAULT_ROWS", "make_rule", "split_name", "RULES", "RULE_NAMES",
 ]
 
 RULES: Registry[type[Rule]] = Registry("rule", {"bp": BP, "np": NP, "inp": INP, "anp": ANP, "wp": WP})

@@ -391,6 +391,9 @@ def test_a_run_that_runs_out_of_memory_midway_is_not_left_running(cfg_path, tmp_
     ('name="a/b"', "key 'name': must be usable as a file name"),
     ("seed=-1", "key 'seed': must be greater than or equal to 0"),
     ("rule.decorrelation_rows=20", "rule.decorrelation_rows = 20 is not fewer than the rows an update has (20"),
+    ("rule.decorrelation_rows=1", "key 'rule.decorrelation_rows': must be 'auto', 'all' or a whole number of rows"),
+    ("rule.antithetic=true", "key 'rule.antithetic': antithetic perturbations come in pairs (+ε, −ε): "
+                             "perturbations must be even, got 1"),
 ])
 def test_settings_that_cannot_train_are_refused(cfg_path, override, message, capsys):
     code, err = _cli(["train", cfg_path, "--set", override, "--quiet", "--no-plot"], capsys)

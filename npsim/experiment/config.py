@@ -138,6 +138,7 @@ class RuleConfig(Strict):
     name: str = "danp"
     sigma: Sigma = _default(Perturbation, "sigma")
     perturbations: Perturbations = _default(Perturbation, "perturbations")  # K noisy passes per clean pass
+    antithetic: bool = _default(Perturbation, "antithetic")  # perturbations in (+ε, −ε) pairs (K even)
     noise: NoiseSource = _default(ANP, "noise")
     decorrelation_lr: DecorrelationRate = _default(Decorrelate, "lr")
     decorrelation_kappa: Kappa = _default(Decorrelate, "kappa")
@@ -320,6 +321,7 @@ def _check_components(cfg: Config, source: str) -> None:
 
 #: parameters of the rule components -> their keys in ``[rule]``
 RULE_KEYS = {"name": "rule.name", "sigma": "rule.sigma", "perturbations": "rule.perturbations",
+             "antithetic": "rule.antithetic",
              "noise": "rule.noise", "lr": "rule.decorrelation_lr", "kappa": "rule.decorrelation_kappa",
              "rows": "rule.decorrelation_rows", "": "rule.name"}
 
@@ -341,7 +343,7 @@ def rule_from_config(rc: "RuleConfig"):
     base, dec = split_rule_name(rc.name)
     kw = {}
     if base != "bp":
-        kw = {"sigma": rc.sigma, "perturbations": rc.perturbations}
+        kw = {"sigma": rc.sigma, "perturbations": rc.perturbations, "antithetic": rc.antithetic}
     if rc.noise != "injected" or base == "anp":
         kw["noise"] = rc.noise
     dec_kw = {"decorrelation_lr": rc.decorrelation_lr, "decorrelation_kappa": rc.decorrelation_kappa,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ...backend.arrays import namespace, tile_rows
 from ...backend.kernels import scale_rows
@@ -48,10 +48,25 @@ def _direction(layer, perturbation, weight, inputs, repeats: int):
 
 
 class Perturbation(Rule):
-    """Shared parts of the perturbation rules: σ, K, noise draws, the clean pass."""
+    """Shared parts of the perturbation rules: σ, K, antithetic pairs, noise draws, the clean pass.
+
+    antithetic : the K perturbations come in pairs (+ε, −ε) — copy k + K/2 of a stacked pass is copy k
+        negated (WP: perturbation 2j + 1 is 2j negated) — so each pair's estimate is the central
+        difference (δℓ₊ − δℓ₋) ε / 2σ², whose even-order terms in ε (the curvature's bias and noise) cancel
+        and which needs no clean loss; K must be even.
+    """
 
     sigma: Sigma = 1e-3
     perturbations: Perturbations = 1
+    antithetic: bool = False
+
+    @field_validator("antithetic")
+    @classmethod
+    def _in_pairs(cls, v, info):
+        k = info.data.get("perturbations")
+        if v and k is not None and k % 2:
+            raise ValueError(f"antithetic perturbations come in pairs (+ε, −ε): perturbations must be even, got {k}")
+        return v
     #: whether the rule injects a perturbation into the activities, and reads every layer's input
     injects: ClassVar[bool] = True
     reads_layers: ClassVar[bool] = True
@@ -63,8 +78,15 @@ class Perturbation(Rule):
         return net.forward(params, x, y, rng=rng)
 
     def _noise(self, net, rng, rows: int, layers):
-        return [rng.normal((rows, net.layers[i].n_units), scale=self.sigma) if i in layers else None
-                for i in range(net.n_layers)]
+        """(rows, n_l) perturbations of the layers in ``layers``; antithetic: the second half negates the first."""
+        if not self.antithetic:
+            return [rng.normal((rows, net.layers[i].n_units), scale=self.sigma) if i in layers else None
+                    for i in range(net.n_layers)]
+        out = []
+        for i in range(net.n_layers):
+            e = rng.normal((rows // 2, net.layers[i].n_units), scale=self.sigma) if i in layers else None
+            out.append(None if e is None else namespace(e).concat([e, -e], axis=0))
+        return out
 
 
 def _layer_grads(net, grads: dict, layer: int, perturbation, weight, inputs, repeats: int) -> None:
@@ -143,6 +165,9 @@ class ANP(Perturbation):
 
     def check(self, net):
         super().check(net)
+        if self.noise == "intrinsic" and self.antithetic:
+            raise IncompatibleSettings("anp with noise='intrinsic' cannot pair its perturbations antithetically: "
+                                       "it does not choose them (set antithetic = false)")
         if self.noise == "intrinsic" and not net.noisy:
             raise IncompatibleSettings(
                 "anp with noise='intrinsic' needs units with intrinsic noise "

@@ -28,8 +28,12 @@ class WP(Perturbation):
         keys = [param_key(i, n) for i in range(net.n_layers) for n in ("W", "b")]
         grads = {k: None for k in keys}
         dls = []
-        for _ in range(self.perturbations):
-            xi = {k: rng.normal(params[k].shape, scale=self.sigma) for k in keys}
+        xi = {}
+        for j in range(self.perturbations):
+            if self.antithetic and j % 2:  # the pair's second half: the first negated
+                xi = {k: -v for k, v in xi.items()}
+            else:
+                xi = {k: rng.normal(params[k].shape, scale=self.sigma) for k in keys}
             perturbed = dict(params)
             for k in keys:
                 perturbed[k] = params[k] + xi[k]

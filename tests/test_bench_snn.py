@@ -69,10 +69,14 @@ def test_script_runs_both_and_writes_the_table_and_figure(bench, tmp_path):
     out = tmp_path / "out"
     res = subprocess.run([sys.executable, str(SCRIPT), "--budget", "2", "--eval-every", "1", "--set",
                           "data.n_train=512", "--set", "network.hidden=[32]", "--set", "network.simulation.steps=5",
-                          "--variant", "k2:rule.perturbations=2", "--out", str(out)],
+                          "--variant", "k2:rule.perturbations=2",
+                          "--variant", "cos:optimizer.schedule=cosine,train.epochs=1", "--out", str(out)],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
     text = (out / "table.md").read_text()
     for label in ("npsim DANP", "npsim k2", "snnTorch BPTT"):
         assert f"| {label} |" in text
+    # a scheduled learning rate ends after train.epochs, and so does that run (the others use the budget)
+    (cos,) = [line for line in text.splitlines() if line.startswith("| npsim cos |")]
+    assert cos.split("|")[4].strip() == "1.00"
     assert (out / "accuracy_vs_time.png").stat().st_size > 10_000

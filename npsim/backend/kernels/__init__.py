@@ -6,19 +6,41 @@ the CUDA kernel (:mod:`.cuda`) for CuPy arrays, and the array-API twin
 (:mod:`.reference`) otherwise: the reference the kernels are tested against,
 and the path every other array library takes (array-api-strict in the test
 suite). CPU kernels are compiled with ``cache=True``, so only the first run on
-a machine pays the compile time.
+a machine pays the compile time; the cache lives in the user's cache folder
+(:func:`keep_cache_outside_the_package`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
-from . import reference
+
+def keep_cache_outside_the_package() -> str | None:
+    """Point Numba's kernel cache at ``$XDG_CACHE_HOME/npsim/numba`` (default ``~/.cache``), unless
+    ``NUMBA_CACHE_DIR`` is set; returns the folder in use.
+
+    Numba's default writes the cache beside the source, inside an installed package, where the files
+    outlive ``pip uninstall``: the folder they keep alive then shadows a later install of npsim (an
+    editable install after a wheel) as an empty namespace package. Runs before any kernel is compiled.
+    """
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        os.environ["NUMBA_CACHE_DIR"] = os.path.join(base, "npsim", "numba")
+        numba = sys.modules.get("numba")
+        if numba is not None:  # imported before npsim: it has read its configuration already
+            numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+    return os.environ["NUMBA_CACHE_DIR"]
+
+
+keep_cache_outside_the_package()
+
+from . import reference  # noqa: E402
 
 __all__ = ["adam_step", "decorrelation_finish", "drive_activate", "leaky_backprop", "membrane_run", "scale_rows",
-           "use_numba"]
+           "use_numba", "keep_cache_outside_the_package"]
 
 _numba = None
 

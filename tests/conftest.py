@@ -12,6 +12,20 @@ from npsim.backend import get_backend
 from npsim.model.network import mlp  # noqa: F401 - the one MLP builder, shared by the tests
 
 
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script(path)``: a script of ``scripts/`` imported as a module (they are not a package)."""
+    import importlib.util
+
+    def load(path: Path):
+        spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
+
+
 @pytest.fixture
 def be64():
     return get_backend("numpy", "float64")

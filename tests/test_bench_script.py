@@ -26,11 +26,8 @@ REF_CASES = [(r, c) for r in RULES for c in CASES if r.startswith("d") or c == "
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_rules", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_script):
+    return load_script(SCRIPT)
 
 
 class Recorder:

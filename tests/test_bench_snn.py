@@ -1,6 +1,5 @@
 """scripts/bench_snn.py: its snnTorch network computes npsim's spiking MLP, and the script runs end to end."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +15,9 @@ SCRIPT = ROOT / "scripts" / "bench_snn.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
+def bench(load_script):
     pytest.importorskip("snntorch", reason="snnTorch is in the test extras: pip install -e \".[test]\"")
-    spec = importlib.util.spec_from_file_location("bench_snn", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPT)
 
 
 def _net(steps=12, threshold=0.3, decorrelate=False):

@@ -1,6 +1,5 @@
 """scripts/np_variance.py: its noise budget recovers known signal, perturbation and minibatch variances."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +16,8 @@ SCRIPT = ROOT / "scripts" / "np_variance.py"
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("np_variance", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def script(load_script):
+    return load_script(SCRIPT)
 
 
 class _KnownRule:

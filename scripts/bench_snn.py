@@ -171,12 +171,9 @@ def _timed(step, evaluate_now, n_train, batch, seed, budget, epochs, eval_every,
 def run_npsim(cfg, seed: int, budget: float, epochs: int, eval_every: float, label: str) -> Curve:
     cfg = cfg.model_copy(update={"seed": seed})
     ex = build(cfg)
-    ss = np.random.SeedSequence(seed)
-    init_seed, train_seed = ss.spawn(2)
-    params = ex.net.init(ex.backend.stream(init_seed), ex.backend, scheme=cfg.network.init)
+    params, rng = ex.initial_state()
     state = {"params": params, "opt": ex.optimizer.init(trainable(params))}
-    rng = ex.backend.stream(train_seed)
-    frozen = tuple(param_key(i, n) for i in cfg.train.freeze for n in ("W", "b", "R"))
+    frozen = ex.frozen
     B = cfg.train.batch_size
 
     def step(idx):
@@ -187,7 +184,9 @@ def run_npsim(cfg, seed: int, budget: float, epochs: int, eval_every: float, lab
         return evaluate(ex.net, state["params"], ex.x_test, ex.y_test, rng=ex.backend.stream(1))[1]
 
     # one untimed step on copies, so that loading the Numba kernels is not counted as training time
-    copy = lambda d: {k: v.copy() for k, v in d.items()}  # noqa: E731
+    def copy(arrays):
+        return {k: v.copy() for k, v in arrays.items()}
+
     train_step(ex.net, ex.rule, ex.optimizer, copy(state["params"]), copy(state["opt"]), ex.x_train[:B],
                ex.y_train[:B], ex.backend.stream(2**32 - 1), frozen)
 
@@ -199,8 +198,7 @@ def run_npsim(cfg, seed: int, budget: float, epochs: int, eval_every: float, lab
 def run_snntorch(cfg, seed: int, budget: float, epochs: int, eval_every: float, lr: float | None) -> Curve:
     cfg = cfg.model_copy(update={"seed": seed})
     ex = build(cfg)
-    init_seed, _ = np.random.SeedSequence(seed).spawn(2)
-    params = ex.net.init(ex.backend.stream(init_seed), ex.backend, scheme=cfg.network.init)  # npsim's weights
+    params, _ = ex.initial_state()  # npsim's initial weights
     torch.manual_seed(seed)
     model = SnnTorchMLP(ex.net, params)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr if lr is None else lr)

@@ -51,6 +51,9 @@ def noise_budget(ex, params, rule, *, batch: int, batches: int, draws: int, seed
     ex : a built experiment (its network, backend and training data); batch : rows per batch B.
     """
     net, B = ex.net, batch
+    if batches * B > len(ex.y_train):
+        raise ValueError(f"{batches} batches of {B} need {batches * B} training samples; there are "
+                         f"{len(ex.y_train)}")
     rng_batches = np.random.default_rng([seed, 0xB47C])
     idx_all = rng_batches.permutation(len(ex.y_train))
     keys = [param_key(i, "W") for i in range(net.n_layers)]
@@ -113,10 +116,9 @@ def main(argv=None) -> int:
     for width in args.widths:
         for name in rules:
             c = apply_overrides(cfg, [f"network.hidden=[{', '.join([str(width)] * len(cfg.network.hidden))}]",
-                                      f"rule.name={name}"])
+                                      f"rule.name={name}", f"seed={args.seed}"])
             ex = build(c)
-            init_seed, _ = np.random.SeedSequence(args.seed).spawn(2)  # the initial weights of a training run
-            params = ex.net.init(ex.backend.stream(init_seed), ex.backend, scheme=c.network.init)
+            params, _ = ex.initial_state()  # the initial weights of a training run
             for r in noise_budget(ex, params, ex.rule, batch=c.train.batch_size, batches=args.batches,
                                   draws=args.draws, seed=args.seed):
                 snr = r["signal"] / (r["v_pert"] + r["v_batch"])

@@ -21,7 +21,7 @@ from ..model.catalog import make_node
 from ..model.layers import Conv2D, Dense
 from ..model.losses import make_loss
 from ..model.brian2_substrate import Brian2Substrate
-from ..model.network import Network
+from ..model.network import Network, param_key
 from ..model.substrate import SubstrateNetwork
 from .config import Config, rule_from_config
 from .resources import check_memory, estimate_memory
@@ -43,6 +43,18 @@ class Experiment:
     y_train: object = None
     x_test: object = None
     y_test: object = None
+
+    def initial_state(self):
+        """(initial parameters, training random stream) of a run of the config from its seed: what
+        ``npsim train`` starts from (the seed's first child draws the weights, the second the training noise)."""
+        init_seed, train_seed = np.random.SeedSequence(self.config.seed).spawn(2)
+        params = self.net.init(self.backend.stream(init_seed), self.backend, scheme=self.config.network.init)
+        return params, self.backend.stream(train_seed)
+
+    @property
+    def frozen(self) -> tuple[str, ...]:
+        """Parameter keys ``train.freeze`` keeps at their initial values (W, b and R of those layers)."""
+        return tuple(param_key(i, n) for i in self.config.train.freeze for n in ("W", "b", "R"))
 
 
 def build_network(cfg: Config, n_in: int, n_out: int) -> Network:

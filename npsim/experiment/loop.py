@@ -36,7 +36,7 @@ from ..io.data import Dataset
 from ..io.outputs import check_output_file
 from ..io.trajectory import Series, TrajectoryWriter, read_attrs, read_checkpoint
 from ..learn.step import evaluate, train_step, trainable
-from ..model.network import Network, param_key
+from ..model.network import Network
 from ..model.spiking import Monitor
 from .assemble import Experiment, build
 from .config import Config, parse_toml
@@ -120,11 +120,8 @@ def run(cfg: Config, out: str | Path | None = None, *, overwrite: bool = False, 
     if overwrite and path.exists():
         TrajectoryWriter.check_replaceable(path)  # before any data are loaded
     ex = build(cfg, data=data)
-    ss = np.random.SeedSequence(cfg.seed)
-    init_seed, train_seed = ss.spawn(2)
-    params = ex.net.init(ex.backend.stream(init_seed), ex.backend, scheme=cfg.network.init)
+    params, rng = ex.initial_state()
     opt_state = ex.optimizer.init(trainable(params))
-    rng = ex.backend.stream(train_seed)
     steps, epochs = _series(ex.net)
     state = {k: (tuple(v.shape), str(v.dtype)) for k, v in _state_arrays(ex, params, opt_state, rng).items()}
     attrs = {
@@ -250,7 +247,7 @@ def _loop(ex: Experiment, writer: TrajectoryWriter, params, opt_state, rng, *, e
     n = ex.data.n_train
     per_epoch = n // tc.batch_size
     diag = tc.diagnostics_every if net.differentiable else 0
-    frozen = tuple(param_key(i, n) for i in tc.freeze for n in ("W", "b", "R"))
+    frozen = ex.frozen
     nan_l = np.full(net.n_layers, np.nan, dtype=np.float32)
     t0 = time.perf_counter()
     last = {"test_accuracy": float("nan"), "test_loss": float("nan"), "train_accuracy": float("nan")}

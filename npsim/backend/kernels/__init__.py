@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 
-def keep_cache_outside_the_package() -> str | None:
+def keep_cache_outside_the_package() -> str:
     """Point Numba's kernel cache at ``$XDG_CACHE_HOME/npsim/numba`` (default ``~/.cache``), unless
     ``NUMBA_CACHE_DIR`` is set; returns the folder in use.
 

@@ -79,13 +79,11 @@ class Perturbation(Rule):
 
     def _noise(self, net, rng, rows: int, layers):
         """(rows, n_l) perturbations of the layers in ``layers``; antithetic: the second half negates the first."""
-        if not self.antithetic:
-            return [rng.normal((rows, net.layers[i].n_units), scale=self.sigma) if i in layers else None
-                    for i in range(net.n_layers)]
+        drawn = rows // 2 if self.antithetic else rows
         out = []
         for i in range(net.n_layers):
-            e = rng.normal((rows // 2, net.layers[i].n_units), scale=self.sigma) if i in layers else None
-            out.append(None if e is None else namespace(e).concat([e, -e], axis=0))
+            e = rng.normal((drawn, net.layers[i].n_units), scale=self.sigma) if i in layers else None
+            out.append(namespace(e).concat([e, -e], axis=0) if self.antithetic and e is not None else e)
         return out
 
 

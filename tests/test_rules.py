@@ -1,9 +1,12 @@
 """Rule mechanics: pass reuse, stacked samples, decorrelation composition, input errors."""
 
+import re
+
 import numpy as np
 import pytest
 from conftest import mlp
 
+from npsim.errors import IncompatibleSettings
 from npsim.io.data.synthetic import teacher_student
 from npsim.learn import alignment
 from npsim.learn.rules import ANP, INP, NP, WP, Decorrelate, decorrelate, make_rule
@@ -207,7 +210,6 @@ def test_antithetic_pairs_negate_and_need_even_k(be64, small):
         assert e.shape[0] == 32 and np.array_equal(e[16:], -e[:16]) and not np.array_equal(e[:8], e[8:16])
     with pytest.raises(ValueError, match="antithetic perturbations come in pairs.*must be even, got 3"):
         make_rule("anp", perturbations=3, antithetic=True)
-    from npsim.errors import IncompatibleSettings
     noisy = Network([Dense(5, 4, make_node("tanh"), noise=make_noise({"std": 0.1})), Dense(4, 3, make_node("linear"))],
                     make_loss("mse"))
     with pytest.raises(IncompatibleSettings, match="cannot pair its perturbations antithetically"):
@@ -247,3 +249,64 @@ def test_antithetic_pairs_align_better_at_large_sigma(be64, small, name, sigma):
         cos[anti] = np.mean([alignment(net, params, y, rule(net, params, x, y, be64.stream(s))).mean()
                              for s in range(40)])
     assert cos[True] > cos[False] + 0.03, cos
+
+
+# -- per-layer sigma ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["np", "inp", "anp", "wp"])
+def test_a_sigma_list_of_one_value_is_that_sigma(be64, name):
+    net = mlp((6, 5, 4, 3))
+    params = net.init(be64.stream(0), be64)
+    x, y = np.random.default_rng(1).standard_normal((8, 6)), np.random.default_rng(2).standard_normal((8, 3))
+    a = make_rule(name, sigma=0.01, perturbations=2)(net, params, x, y, be64.stream(3))
+    b = make_rule(name, sigma=[0.01, 0.01, 0.01], perturbations=2)(net, params, x, y, be64.stream(3))
+    for k in a.grads:
+        np.testing.assert_array_equal(a.grads[k], b.grads[k], err_msg=k)
+
+
+def test_each_layer_is_perturbed_at_its_own_sigma(be64):
+    net = mlp((6, 50, 40, 30))
+    rule = make_rule("np", sigma=[0.1, 0.01, 1.0])
+    eps = rule._noise(net, be64.stream(0), 400, range(3))
+    np.testing.assert_allclose([float(np.std(e)) for e in eps], [0.1, 0.01, 1.0], rtol=0.05)
+
+
+@pytest.mark.parametrize("name,sigma,draws,min_cos,tol", [
+    ("np", [1e-5, 2e-5, 4e-5], 4000, 0.93, 0.15),
+    ("inp", [1e-5, 1e-4, 1e-3], 2000, 0.99, 0.05),
+    ("wp", [1e-6, 2e-6, 4e-6], 4000, 0.3, 0.4),
+])
+def test_mean_update_with_per_layer_sigma_is_the_gradient(be64, name, sigma, draws, min_cos, tol):
+    """Each layer is perturbed at its own σ_l and NP and WP divide its update by that σ_l²: the mean
+    update points along BP's gradient in every layer, and its projection on it has BP's length (a
+    single σ in the 1/σ² would scale layers 1 and 2 by 4 and 16). (With all layers perturbed at once,
+    the largest σ_l's noise enters every layer's loss change, so NP's σ_l are kept within a factor 4.)"""
+    net = mlp((20, 30, 30, 5))
+    params = net.init(be64.stream(0), be64)
+    x, y = teacher_student(32, seed=1)
+    out = make_rule(name, sigma=sigma, perturbations=draws)(net, params, x, y, be64.stream(2))
+    bp = net.backward(params, net.forward(params, x, y), y)
+    assert alignment(net, params, y, out, bp).min() >= min_cos
+    proj = [float(np.sum(out.grads[f"layer{i}/W"] * bp[f"layer{i}/W"]) / np.sum(bp[f"layer{i}/W"] ** 2))
+            for i in range(3)]
+    np.testing.assert_allclose(proj, 1.0, atol=tol)
+
+
+def test_a_sigma_list_must_name_every_layer():
+    net = mlp((6, 5, 4, 3), decorrelate=True)
+    with pytest.raises(IncompatibleSettings, match="sigma lists 2 values, but the network has 3 layers"):
+        make_rule("danp", sigma=[0.1, 0.2]).check(net)
+
+
+@pytest.mark.parametrize("value,match", [
+    ("[0.1, 0.2]", "rule.sigma lists 2 values, but the network has 3 layers"),
+    ("[0.1, 0, 0.2]", "key 'rule.sigma': must be greater than 0"),
+    ("[]", "key 'rule.sigma': must be a number, or a list of one number per layer"),
+    ("[1e-9, 1e-3, 1e-3]", "key 'rule.sigma': 1e-09 is below the resolution of float32"),
+])
+def test_a_config_names_a_bad_sigma_list(capsys, value, match):
+    from npsim.cli import main
+
+    assert main(["train", "--set", f"rule.sigma={value}", "--quiet", "--no-plot"]) != 0
+    assert re.search(match, capsys.readouterr().err)

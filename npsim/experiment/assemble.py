@@ -46,9 +46,11 @@ class Experiment:
 
     def initial_state(self):
         """(initial parameters, training random stream) of a run of the config from its seed: what
-        ``npsim train`` starts from (the seed's first child draws the weights, the second the training noise)."""
-        init_seed, train_seed = np.random.SeedSequence(self.config.seed).spawn(2)
+        ``npsim train`` starts from (the seed's first child draws the weights, the second the training noise,
+        the third the parameters the rule adds: block-local losses' heads)."""
+        init_seed, train_seed, rule_seed = np.random.SeedSequence(self.config.seed).spawn(3)
         params = self.net.init(self.backend.stream(init_seed), self.backend, scheme=self.config.network.init)
+        params.update(self.rule.init_params(self.net, self.backend.stream(rule_seed), self.backend))
         return params, self.backend.stream(train_seed)
 
     @property

@@ -139,6 +139,8 @@ class RuleConfig(Strict):
     sigma: Sigma = _default(Perturbation, "sigma")
     perturbations: Perturbations = _default(Perturbation, "perturbations")  # K noisy passes per clean pass
     antithetic: bool = _default(Perturbation, "antithetic")  # perturbations in (+ε, −ε) pairs (K even)
+    # each hidden layer learns against its own linear read-out head, not the network's loss (np, inp, anp)
+    local_losses: bool = _default(Perturbation, "local_losses")
     noise: NoiseSource = _default(ANP, "noise")
     decorrelation_lr: DecorrelationRate = _default(Decorrelate, "lr")
     decorrelation_kappa: Kappa = _default(Decorrelate, "kappa")
@@ -312,8 +314,9 @@ def _check_components(cfg: Config, source: str) -> None:
     rule = _delegate(lambda: rule_from_config(cfg.rule), source, RULE_KEYS, "rule")
     base = getattr(rule, "inner", rule)
     resolution = float(np.finfo(cfg.dtype).eps)
-    if hasattr(base, "sigma") and getattr(base, "noise", "injected") == "injected" and base.sigma <= resolution:
-        raise ConfigError(f"{source}: key 'rule.sigma': {base.sigma!r} is below the resolution of {cfg.dtype} "
+    smallest = min(base.sigma) if isinstance(getattr(base, "sigma", None), list) else getattr(base, "sigma", 1.0)
+    if hasattr(base, "sigma") and getattr(base, "noise", "injected") == "injected" and smallest <= resolution:
+        raise ConfigError(f"{source}: key 'rule.sigma': {smallest!r} is below the resolution of {cfg.dtype} "
                           f"({resolution:.2g}): an activity of order 1 plus the perturbation rounds back to itself, "
                           f"so every loss difference and update would be zero; use a larger sigma or dtype = "
                           f"'float64'")
@@ -321,7 +324,7 @@ def _check_components(cfg: Config, source: str) -> None:
 
 #: parameters of the rule components -> their keys in ``[rule]``
 RULE_KEYS = {"name": "rule.name", "sigma": "rule.sigma", "perturbations": "rule.perturbations",
-             "antithetic": "rule.antithetic",
+             "antithetic": "rule.antithetic", "local_losses": "rule.local_losses",
              "noise": "rule.noise", "lr": "rule.decorrelation_lr", "kappa": "rule.decorrelation_kappa",
              "rows": "rule.decorrelation_rows", "": "rule.name"}
 
@@ -343,7 +346,10 @@ def rule_from_config(rc: "RuleConfig"):
     base, dec = split_rule_name(rc.name)
     kw = {}
     if base != "bp":
-        kw = {"sigma": rc.sigma, "perturbations": rc.perturbations, "antithetic": rc.antithetic}
+        kw = {"sigma": rc.sigma, "perturbations": rc.perturbations, "antithetic": rc.antithetic,
+              "local_losses": rc.local_losses}
+    elif rc.local_losses:
+        kw["local_losses"] = True  # for make_rule to refuse
     if rc.noise != "injected" or base == "anp":
         kw["noise"] = rc.noise
     dec_kw = {"decorrelation_lr": rc.decorrelation_lr, "decorrelation_kappa": rc.decorrelation_kappa,

@@ -187,6 +187,9 @@ def _restore(ex: Experiment, path, arrays: dict, meta: dict):
     rng = be.stream(0)
     try:
         ex.net.check_params(params)
+        for k, v in ex.rule.init_params(ex.net, be.stream(0), be).items():
+            if k not in params or tuple(params[k].shape) != tuple(v.shape):
+                raise ValueError(f"parameter {k!r} of rule {ex.rule.name} is missing or has the wrong shape")
         rng.set_state(arrays[RNG_KEY])
         missing = [k for k in ("epoch", "batch", "step") if k not in meta]
         if missing:

@@ -13,12 +13,13 @@ from ...registry import Registry
 from .base import Rule, RuleOutput
 from .bp import BP
 from .decorrelation import DEFAULT_ROWS, Decorrelate, decorrelate, decorrelation_step
+from .local import Heads, head_key, init_heads
 from .perturbation import ANP, INP, NP, Perturbation
 from .wp import WP
 
 __all__ = [
     "Rule", "RuleOutput", "BP", "NP", "INP", "ANP", "WP", "Perturbation", "Decorrelate", "decorrelate",
-    "decorrelation_step", "DEFAULT_ROWS", "make_rule", "split_name", "RULES", "RULE_NAMES",
+    "decorrelation_step", "DEFAULT_ROWS", "Heads", "head_key", "init_heads", "make_rule", "split_name", "RULES", "RULE_NAMES",
 ]
 
 RULES: Registry[type[Rule]] = Registry("rule", {"bp": BP, "np": NP, "inp": INP, "anp": ANP, "wp": WP})
@@ -63,5 +64,8 @@ def make_rule(name: str, *, decorrelation_lr: float = 1e-3, decorrelation_kappa:
         )
     if "noise" not in cls.model_fields:
         params.pop("noise", None)
+    if params.get("local_losses") and base == "bp":
+        raise IncompatibleSettings("rule 'bp' trains every layer on the network's loss: it has no block-local "
+                                   "losses (set local_losses = false)")
     rule = cls(**params)
     return decorrelate(rule, decorrelation_lr, decorrelation_kappa, decorrelation_rows) if dec else rule

@@ -59,5 +59,10 @@ class Rule(Params):
     def check(self, net: Network) -> None:
         """Raise :class:`~npsim.errors.IncompatibleSettings` if this rule cannot train ``net``."""
 
+    def init_params(self, net: Network, rng, backend) -> dict:
+        """Parameters the rule itself adds to the network's (block-local losses' read-out heads), drawn
+        from ``rng``: {} for most rules."""
+        return {}
+
     def __call__(self, net: Network, params: dict, x, y, rng) -> RuleOutput:
         raise NotImplementedError

@@ -94,6 +94,9 @@ class Decorrelate(Rule):
         require_capabilities(net, self.name, perturbation=getattr(self.inner, "injects", False), hidden=True)
         self.inner.check(net)
 
+    def init_params(self, net, rng, backend):
+        return self.inner.init_params(net, rng, backend)
+
     def __call__(self, net, params, x, y, rng):
         out = self.inner(net, params, x, y, rng)
         for i in net.decorrelated:

@@ -9,9 +9,10 @@ on batch j, per layer:
 * minibatch noise     v_batch = Var_j ḡ_j − v_pert / M            (what an exact batch gradient has too)
 * signal              S       = ‖E ḡ‖²  (bias-corrected: ‖mean_j ḡ_j‖² − Var_j ḡ_j / J)
 
-and the table reports, per network width, rule and layer: the number of units
-perturbed in the pass that estimates the layer's update (N for NP, ANP and
-their D-forms: every layer at once; n_l for INP), the signal-to-noise ratio of
+and the table reports, per network width, rule and layer: the number of perturbed
+units whose noise reaches the loss that estimates the layer's update (N for NP,
+ANP and their D-forms: every layer at once; n_l for INP; with local losses
+n_0 + … + n_l, the layers up to l, whose noise reaches layer l's head), the signal-to-noise ratio of
 one update S / (v_pert + v_batch), the expected cosine of one update with the
 expected update √(SNR / (1 + SNR)), and v_pert / v_batch: how many times noisier
 the perturbation makes the update than the batch's own sampling noise, i.e.
@@ -87,9 +88,13 @@ def noise_budget(ex, params, rule, *, batch: int, batches: int, draws: int, seed
 
 
 def _perturbed(net, rule, layer: int) -> int:
-    """Units perturbed in the pass that estimates ``layer``'s update."""
+    """Perturbed units whose noise reaches the loss that estimates ``layer``'s update."""
     inner = getattr(rule, "inner", rule)  # a D-rule wraps its perturbation rule
-    return net.layers[layer].n_units if inner.name == "inp" else net.n_units
+    if inner.name == "inp":
+        return net.layers[layer].n_units
+    if getattr(inner, "local_losses", False):
+        return sum(net.layers[i].n_units for i in range(layer + 1))
+    return net.n_units
 
 
 def main(argv=None) -> int:
@@ -110,7 +115,7 @@ def main(argv=None) -> int:
     rules = args.rules or list(dict.fromkeys([cfg.rule.name, "inp"]))
     print(f"{cfg.name}: batch {cfg.train.batch_size}, sigma {cfg.rule.sigma}, K {cfg.rule.perturbations}, "
           f"{args.batches} batches x {args.draws} draws, initial weights (seed {args.seed})\n")
-    lines = ["| hidden | rule | layer | units perturbed | SNR of one update | cos with expected | "
+    lines = ["| hidden | rule | layer | units reaching its loss | SNR of one update | cos with expected | "
              "v_pert / v_batch |", "|---|---|---:|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
     for width in args.widths:

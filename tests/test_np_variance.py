@@ -50,12 +50,18 @@ def test_noise_budget_recovers_known_variances(script):
     assert row["units"] == 1
 
 
-def test_script_runs_on_a_small_spiking_net(tmp_path):
+@pytest.mark.parametrize("local,units", [
+    # danp and inp, three layers each. INP perturbs one layer (8 units); DANP all 8 + 8 + 10 at once, whose
+    # noise all reaches the network's loss, or with local losses layer l's head only that of layers 0..l
+    ("false", ["26"] * 3 + ["8", "8", "10"]),
+    ("true", ["8", "16", "26"] + ["8", "8", "10"]),
+])
+def test_script_runs_on_a_small_spiking_net(tmp_path, local, units):
     res = subprocess.run([sys.executable, str(SCRIPT), "--widths", "8", "--batches", "2", "--draws", "2",
-                          "--set", "data.n_train=512", "--set", "network.simulation.steps=3"],
+                          "--set", "data.n_train=512", "--set", "network.simulation.steps=3",
+                          "--set", f"rule.local_losses={local}"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     rows = [line for line in res.stdout.splitlines() if line.startswith("| 8 |")]
-    # danp and inp, three layers each; INP perturbs one layer (8 units), DANP all 8 + 8 + 10
     assert len(rows) == 6
-    assert [r.split("|")[4].strip() for r in rows] == ["26"] * 3 + ["8", "8", "10"]
+    assert [r.split("|")[4].strip() for r in rows] == units

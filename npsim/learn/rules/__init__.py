@@ -19,7 +19,8 @@ from .wp import WP
 
 __all__ = [
     "Rule", "RuleOutput", "BP", "NP", "INP", "ANP", "WP", "Perturbation", "Decorrelate", "decorrelate",
-    "decorrelation_step", "DEFAULT_ROWS", "Heads", "head_key", "init_heads", "make_rule", "split_name", "RULES", "RULE_NAMES",
+    "decorrelation_step", "DEFAULT_ROWS", "Heads", "head_key", "init_heads", "make_rule", "split_name", "RULES",
+    "RULE_NAMES",
 ]
 
 RULES: Registry[type[Rule]] = Registry("rule", {"bp": BP, "np": NP, "inp": INP, "anp": ANP, "wp": WP})

@@ -23,6 +23,7 @@ from .local import Heads, init_heads
 
 __all__ = ["Perturbation", "NP", "INP", "ANP", "Sigma", "Perturbations", "NoiseSource"]
 
+
 def _positive(v) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError("must be a valid number")  # pydantic's words, as for every other number

@@ -305,8 +305,9 @@ def test_a_sigma_list_must_name_every_layer():
     ("[]", "key 'rule.sigma': must be a number, or a list of one number per layer"),
     ("[1e-9, 1e-3, 1e-3]", "key 'rule.sigma': 1e-09 is below the resolution of float32"),
 ])
-def test_a_config_names_a_bad_sigma_list(capsys, value, match):
+def test_a_config_names_a_bad_sigma_list(tmp_path, capsys, value, match):
     from npsim.cli import main
 
-    assert main(["train", "--set", f"rule.sigma={value}", "--quiet", "--no-plot"]) != 0
+    out = str(tmp_path / "run.h5")  # a fresh path: an existing runs/default-s0.h5 would be refused first
+    assert main(["train", "--set", f"rule.sigma={value}", "--quiet", "--no-plot", "--out", out]) != 0
     assert re.search(match, capsys.readouterr().err)

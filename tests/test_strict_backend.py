@@ -35,7 +35,8 @@ def _pair():
 def _steps(net, rule, opt, be, x, y, n=2, seed=0):
     """n training steps on backend ``be`` from the same initial parameters; host results."""
     ref = get_backend("numpy", be.host_dtype)
-    params = {k: be.asarray(v) for k, v in net.init(ref.stream(seed), ref).items()}
+    initial = {**net.init(ref.stream(seed), ref), **rule.init_params(net, ref.stream(seed + 7), ref)}
+    params = {k: be.asarray(v) for k, v in initial.items()}
     state = opt.init(trainable(params))
     rng = be.stream(seed + 1)
     xs, ys = be.asarray(x), be.asarray(y, dtype=y.dtype)
@@ -80,6 +81,15 @@ def test_every_rule(rule):
     x, y = _data()
     kw = {} if rule.endswith("bp") else {"sigma": 1e-2, "perturbations": 2}
     _same(_dense(decorrelate=rule.startswith("d")), make_rule(rule, **kw), adam(1e-2), x, y)
+
+
+@pytest.mark.parametrize("rule", ["dnp", "dinp", "danp"])
+def test_local_losses_and_per_layer_sigma(rule):
+    """The heads live on the device with the weights; their read-out and delta rule mix nothing from the host."""
+    x, y = _data()
+    net = _dense(decorrelate=True)
+    _same(net, make_rule(rule, sigma=[1e-2, 2e-2], perturbations=2, local_losses=True),
+          adam(1e-2), x, y)
 
 
 @pytest.mark.parametrize("node,params", [("linear", {}), ("relu", {}), ("leaky_relu", {"slope": 0.1}), ("tanh", {}),

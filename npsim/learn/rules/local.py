@@ -67,7 +67,7 @@ class Heads:
     def loss_change(self, layer: int, noisy):
         """(K·B,) δℓ^{(l)}: the change of layer ``layer``'s loss in the perturbed pass ``noisy``
         (its rows K copies of the batch); the network's own loss change for the output layer."""
-        K = noisy.loss.shape[0] // self.clean_loss.shape[0]
+        K = noisy.repeats
         if layer == self.net.n_layers - 1:
             return noisy.loss - tile_rows(self.clean_loss, K)
         z = self._read(layer, noisy.post[layer])
